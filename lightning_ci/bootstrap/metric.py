@@ -1,0 +1,405 @@
+"""``BootstrapMetric``: bootstrap confidence bounds for any torchmetrics metric, exact and fast where possible."""
+
+from __future__ import annotations
+
+import importlib
+import secrets
+from collections.abc import Sequence
+from copy import deepcopy
+from typing import Any, ClassVar, Optional, Union
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.wrappers.abstract import WrapperMetric
+
+from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine
+from lightning_ci.bootstrap.generic import GenericEngine
+from lightning_ci.intervals import INTERVAL_METHODS, bootstrap_std, confidence_interval
+
+__all__ = ["BootstrapMetric", "to_log_dict"]
+
+_FAST_ENGINES = (
+    ("lightning_ci.bootstrap.confusion", "ConfusionEngine"),
+    ("lightning_ci.bootstrap.ranking", "RankingEngine"),
+)
+
+
+def _fast_engine_classes() -> list[type[BootstrapEngine]]:
+    """The fast engines in priority order, imported lazily (a module that is not there is skipped)."""
+    classes = []
+    for module_name, class_name in _FAST_ENGINES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue
+            raise
+        cls = getattr(module, class_name, None)
+        if cls is not None:
+            classes.append(cls)
+    return classes
+
+
+def select_engine(base_metric: Metric, resampling: str) -> type[BootstrapEngine]:
+    """The engine class used for ``base_metric``: confusion family, then ranking family, then generic."""
+    for cls in _fast_engine_classes():
+        if cls.supports(base_metric, resampling):
+            return cls
+    return GenericEngine
+
+
+def _result_value(val: Any) -> Tensor:
+    return val["value"] if isinstance(val, dict) else val
+
+
+class BootstrapMetric(WrapperMetric):
+    r"""Bootstrap confidence bounds for a torchmetrics metric, resampling the whole evaluation set.
+
+    ``compute()`` returns a dict of tensors:
+
+    - ``"value"``: the wrapped metric on all the data seen (equal to computing the unwrapped metric);
+    - ``"lower"`` / ``"upper"``: the bounds at ``confidence_level`` (per element for vector metrics such as
+      ``average=None``, with quantiles along the replicate dimension), clipped to the metric's range;
+    - ``"std"``: the bootstrap standard error.
+
+    How the ``B`` replicates are made depends on the metric (chosen automatically):
+
+    - confusion-matrix metrics (accuracy, precision, recall, F-beta, specificity, Jaccard, MCC, Cohen's
+      kappa) resample the confusion counts, ``O(B·C²)`` whatever the number of samples;
+    - ranking metrics (AUROC, average precision) resample the sorted scores, vectorised over replicates;
+    - any other metric goes through a generic path that stores its inputs and re-runs ``update``/``compute``
+      ``B`` times; it is correct but slow and warns once.
+
+    ``resampling`` selects the bootstrap:
+
+    - ``"multinomial"``: the classic nonparametric bootstrap of the whole evaluation set. Each replicate
+      draws ``n`` samples with replacement from every sample seen, across batches and DDP ranks, so the
+      result does not depend on batch size or order.
+    - ``"poisson"``: every sample gets an independent ``Poisson(1)`` weight per replicate. Fast engines
+      draw the weights at update time, so their state does not grow with the number of samples.
+    - ``"bayesian"``: the Bayesian bootstrap (Rubin, 1981): ``Dirichlet(1, ..., 1)`` weights over the
+      samples seen. Only ``method="percentile"`` applies.
+
+    **Reading a Bayesian credible interval next to a confidence interval.** The multinomial/Poisson bounds
+    form a *confidence interval*: a procedure that, over repeated validation sets drawn from the same
+    population, contains the true metric about ``confidence_level`` of the time; any single interval
+    either contains it or not. The Bayesian bootstrap bounds form a *credible interval*: given the samples
+    seen, and a noninformative Dirichlet prior on the population supported on those samples, the metric of
+    the population lies inside with posterior probability ``confidence_level``. For a metric that is a
+    smooth function of the data and ``n`` in the hundreds or more, the two are numerically almost the same
+    (the Bayesian bootstrap is a smoothed multinomial bootstrap); read them as the same width of
+    uncertainty, with different wording ("95% of such intervals cover" versus "95% posterior
+    probability"). They differ when ``n`` is small, when a class is rare, or when the metric is near its
+    bound: the Bayesian bootstrap never puts weight on values unseen in the data, so neither interval says
+    anything about errors the validation set never exhibited.
+
+    ``method`` turns replicates into bounds: ``"percentile"``, ``"basic"``, ``"normal"`` or ``"bca"``
+    (bias-corrected and accelerated; the jackknife it needs is exact and cheap on the fast paths).
+    Degenerate cases (all replicates equal, the metric undefined in some replicates) give finite bounds
+    and a ``UserWarning``.
+
+    ``forward(*args)`` updates the bootstrap state and returns the wrapped metric's value on that batch
+    only (no interval, which would cost ``B`` replicates per step), so ``self.log("acc_step", m(p, t))``
+    works as with the unwrapped metric.
+
+    Args:
+        base_metric: the metric to wrap. It is copied; the instance passed in is not modified.
+        num_bootstraps: number of bootstrap replicates ``B`` (an integer of at least 2).
+        confidence_level: nominal level of the two-sided interval, in ``(0, 1)``.
+        method: ``"percentile"``, ``"basic"``, ``"normal"`` or ``"bca"``.
+        resampling: ``"multinomial"``, ``"poisson"`` or ``"bayesian"``.
+        seed: fixes the result. ``None`` draws a seed with :mod:`secrets` (the global torch RNG is never
+            used); under an initialised ``torch.distributed`` process group rank 0's seed is broadcast at
+            the first ``compute`` so that all ranks agree.
+        kwargs: torchmetrics ``Metric`` keyword arguments (``sync_on_compute``, ``process_group``,
+            ``dist_sync_fn``, ``compute_on_cpu``, ...), passed on to the replicate engine that holds the
+            states.
+
+    Raises:
+        TypeError: if ``base_metric`` is not a torchmetrics ``Metric`` or ``seed`` is not an int or None.
+        ValueError: if ``num_bootstraps`` is not an integer larger than 1, ``confidence_level`` is not in
+            ``(0, 1)``, ``method`` or ``resampling`` is unknown, or ``resampling="bayesian"`` is combined
+            with a method other than ``"percentile"`` (or with a generic metric that takes no sample weights).
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics.classification import BinaryAccuracy
+        >>> from lightning_ci.bootstrap import BootstrapMetric, to_log_dict
+        >>> preds = torch.tensor([0.9, 0.2, 0.8, 0.4, 0.7, 0.1, 0.6, 0.3, 0.55, 0.45] * 10)
+        >>> target = torch.tensor([1, 0, 1, 1, 1, 0, 0, 0, 1, 0] * 10)
+        >>> metric = BootstrapMetric(BinaryAccuracy(), num_bootstraps=200, seed=7)
+        >>> for i in range(0, 100, 32):
+        ...     metric.update(preds[i:i + 32], target[i:i + 32])
+        >>> result = metric.compute()
+        >>> sorted(result)
+        ['lower', 'std', 'upper', 'value']
+        >>> result["value"]
+        tensor(0.8000)
+        >>> bool(result["lower"] < result["value"] < result["upper"] <= 1)
+        True
+        >>> sorted(to_log_dict(result, "val_acc"))
+        ['val_acc', 'val_acc_lower', 'val_acc_upper']
+    """
+
+    is_differentiable: ClassVar[bool] = False
+    higher_is_better: Optional[bool] = None
+    full_state_update: ClassVar[bool] = False
+    plot_lower_bound: Optional[float] = None
+    plot_upper_bound: Optional[float] = None
+
+    engine: BootstrapEngine
+
+    def __init__(
+        self,
+        base_metric: Metric,
+        num_bootstraps: int = 1000,
+        confidence_level: float = 0.95,
+        method: str = "percentile",
+        resampling: str = "multinomial",
+        seed: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(base_metric, Metric):
+            raise TypeError(
+                "Expected argument `base_metric` to be an instance of `torchmetrics.Metric` but received "
+                f"{base_metric!r}"
+            )
+        if isinstance(num_bootstraps, bool) or not isinstance(num_bootstraps, int) or num_bootstraps < 2:
+            raise ValueError(
+                f"Expected argument `num_bootstraps` to be an integer larger than 1 but received {num_bootstraps}"
+            )
+        if (
+            isinstance(confidence_level, bool)
+            or not isinstance(confidence_level, (int, float))
+            or not 0 < confidence_level < 1
+        ):
+            raise ValueError(
+                f"Expected argument `confidence_level` to be a float in (0, 1) but received {confidence_level}"
+            )
+        if not isinstance(method, str) or method.lower() not in INTERVAL_METHODS:
+            raise ValueError(f"Expected argument `method` to be one of {INTERVAL_METHODS} but received {method}")
+        if resampling not in RESAMPLING_MODES:
+            raise ValueError(
+                f"Expected argument `resampling` to be one of {RESAMPLING_MODES} but received {resampling}"
+            )
+        method = method.lower()
+        if resampling == "bayesian" and method != "percentile":
+            raise ValueError(
+                "Expected argument `method` to be 'percentile' with `resampling='bayesian'` but received "
+                f"{method}: a Bayesian bootstrap gives a posterior credible interval, read off the quantiles of "
+                "the posterior draws; the basic, normal and BCa corrections are frequentist and do not apply."
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"Expected argument `seed` to be an integer or None but received {seed!r}")
+
+        self.num_bootstraps = num_bootstraps
+        self.confidence_level = float(confidence_level)
+        self.method = method
+        self.resampling = resampling
+        # per-instance copies of the wrapped metric's constants (Metric.__setattr__ forbids assigning them)
+        self.__dict__["higher_is_better"] = base_metric.higher_is_better
+        self.__dict__["plot_lower_bound"] = base_metric.plot_lower_bound
+        self.__dict__["plot_upper_bound"] = base_metric.plot_upper_bound
+        self._seed_given = seed is not None
+        self._seed_synced = self._seed_given
+        seed = int(seed) if seed is not None else secrets.randbits(63)
+
+        engine_metric = deepcopy(base_metric)
+        engine_metric.reset()
+        engine_cls = select_engine(engine_metric, resampling)
+        self.engine = engine_cls(engine_metric, num_bootstraps, resampling, seed, method == "bca", **kwargs)
+        self._batch_metric = deepcopy(base_metric)  # forward's batch value only
+        self._batch_metric.reset()
+
+    @property
+    def seed(self) -> int:
+        """The seed of the replicate engine (drawn with :mod:`secrets` when ``seed=None``)."""
+        return self.engine.seed
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Update the bootstrap state; takes exactly what the wrapped metric's ``update`` takes."""
+        self.engine.update(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Update the bootstrap state and return the wrapped metric's value on this batch alone."""
+        self.engine.update(*args, **kwargs)
+        self._batch_metric.reset()
+        value = self._batch_metric(*args, **kwargs)
+        self._batch_metric.reset()
+        return value
+
+    def _sync_seed(self) -> None:
+        """Broadcast rank 0's drawn seed once, so that every rank makes the same replicates."""
+        if self._seed_synced:
+            return
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or not self.engine.sync_on_compute:
+            return
+        group = self.engine.process_group
+        src = 0 if group is None else dist.get_global_rank(group, 0)
+        backend = dist.get_backend(group)
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        seed = torch.tensor([self.engine.seed], dtype=torch.int64, device=device)
+        dist.broadcast(seed, src=src, group=group)
+        self.engine.seed = int(seed.item())
+        self._seed_synced = True
+
+    def compute(self) -> dict[str, Tensor]:
+        """Compute the point estimate, the bounds and the bootstrap standard error.
+
+        Returns:
+            ``{"value", "lower", "upper", "std"}``, each a tensor of the wrapped metric's shape.
+        """
+        self._sync_seed()
+        out = self.engine.compute()
+        value = out.value
+        # Metric's compute wrapper squeezes every one-element tensor (``_squeeze_if_scalar``), so restore the
+        # documented shapes: replicates [B, *S], jackknife [m, *S], weights [m]
+        replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
+        jackknife = None if out.jackknife is None else out.jackknife.reshape(-1, *value.shape)
+        weights = None if out.jackknife_weights is None else out.jackknife_weights.reshape(-1)
+        dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+        lower, upper = confidence_interval(
+            replicates,
+            value,
+            confidence_level=self.confidence_level,
+            method=self.method,
+            jackknife=jackknife,
+            jackknife_weights=weights,
+            bounds=(self.plot_lower_bound, self.plot_upper_bound),
+        )
+        std = bootstrap_std(replicates)
+        return {"value": value, "lower": lower.to(dtype), "upper": upper.to(dtype), "std": std.to(dtype)}
+
+    def reset(self) -> None:
+        """Reset to a fresh state (the seed is kept; the Poisson update stream restarts)."""
+        self.engine.reset()
+        self._batch_metric.reset()
+        super().reset()
+
+    def plot(
+        self,
+        val: Optional[Union[dict[str, Tensor], Sequence[dict[str, Tensor]]]] = None,
+        ax: Optional[Any] = None,
+    ) -> tuple[Any, Any]:
+        """Plot a result (value with error bars) or a sequence of results (a line with a shaded band).
+
+        Args:
+            val: a result of :meth:`compute`, or a sequence of them (e.g. one per epoch). If ``None``,
+                :meth:`compute` is called.
+            ax: a matplotlib axis to draw on; a new figure is made if ``None``.
+
+        Returns:
+            ``(figure, axis)``.
+
+        Raises:
+            ModuleNotFoundError: if matplotlib is not installed.
+
+        Example:
+            >>> import matplotlib
+            >>> matplotlib.use("Agg")
+            >>> import torch
+            >>> from torchmetrics.classification import BinaryAccuracy
+            >>> metric = BootstrapMetric(BinaryAccuracy(), num_bootstraps=100, seed=0)
+            >>> results = []
+            >>> for epoch in range(3):
+            ...     metric.reset()
+            ...     metric.update(torch.rand(50, generator=torch.Generator().manual_seed(epoch)),
+            ...                   torch.arange(50) % 2)
+            ...     results.append(metric.compute())
+            >>> fig, ax = metric.plot(results)
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ModuleNotFoundError(
+                "`BootstrapMetric.plot` requires matplotlib. Install it with `pip install matplotlib`."
+            ) from err
+        val = self.compute() if val is None else val
+        fig, ax = plt.subplots() if ax is None else (ax.get_figure(), ax)
+        name = self.engine.base_metric.__class__.__name__
+        label = f"{100 * self.confidence_level:g}% {self.method} ({self.resampling})"
+        if isinstance(val, dict):
+            value = val["value"].detach().cpu().double().reshape(-1)
+            lower = val["lower"].detach().cpu().double().reshape(-1)
+            upper = val["upper"].detach().cpu().double().reshape(-1)
+            x = torch.arange(value.numel())
+            ax.errorbar(
+                x.numpy(),
+                value.numpy(),
+                yerr=torch.stack([value - lower, upper - value]).clamp(min=0).numpy(),
+                fmt="o",
+                markersize=8,
+                capsize=6,
+                label=label,
+            )
+            if value.numel() > 1:
+                ax.set_xticks(x.numpy())
+                ax.set_xlabel("Class")
+            else:
+                ax.get_xaxis().set_visible(False)
+        elif isinstance(val, Sequence) and len(val) > 0 and all(isinstance(v, dict) for v in val):
+            values = torch.stack([v["value"].detach().cpu().double().reshape(-1) for v in val])
+            lowers = torch.stack([v["lower"].detach().cpu().double().reshape(-1) for v in val])
+            uppers = torch.stack([v["upper"].detach().cpu().double().reshape(-1) for v in val])
+            steps = torch.arange(len(val)).numpy()
+            multi = values.shape[1] > 1
+            for k in range(values.shape[1]):
+                (line,) = ax.plot(steps, values[:, k].numpy(), marker="o", label=f"{k}" if multi else label)
+                ax.fill_between(steps, lowers[:, k].numpy(), uppers[:, k].numpy(), color=line.get_color(), alpha=0.25)
+            ax.set_xlabel("Step")
+            ax.set_xticks(steps)
+        else:
+            raise ValueError("Expected `val` to be a result dict of `compute()` or a non-empty sequence of them.")
+        ax.set_ylabel(name)
+        ax.set_title(label)
+        ylim = ax.get_ylim()
+        low = self.plot_lower_bound if self.plot_lower_bound is not None else ylim[0]
+        high = self.plot_upper_bound if self.plot_upper_bound is not None else ylim[1]
+        pad = 0.05 * (high - low) if high > low else 0.05
+        ax.set_ylim(bottom=low - pad, top=high + pad)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles and labels:
+            ax.legend(loc="best")
+        return fig, ax
+
+
+def to_log_dict(result: dict[str, Tensor], name: str, include_std: bool = False) -> dict[str, Tensor]:
+    """Flatten a :class:`BootstrapMetric` result into 0-d tensors for ``LightningModule.log_dict``.
+
+    A scalar metric gives ``{name, f"{name}_lower", f"{name}_upper"}``; a vector metric (e.g.
+    ``average=None``) gives per-element entries suffixed with the (flattened) class index:
+    ``f"{name}_{i}"``, ``f"{name}_{i}_lower"``, ``f"{name}_{i}_upper"``.
+
+    Args:
+        result: the dict returned by :meth:`BootstrapMetric.compute`.
+        name: the logging name, e.g. ``"val_acc"``.
+        include_std: also add ``f"{name}_std"`` (``f"{name}_{i}_std"``) entries.
+
+    Returns:
+        A flat dict of 0-d tensors.
+
+    Example:
+        >>> import torch
+        >>> result = {"value": torch.tensor([0.5, 0.7]), "lower": torch.tensor([0.4, 0.6]),
+        ...           "upper": torch.tensor([0.6, 0.8]), "std": torch.tensor([0.05, 0.05])}
+        >>> list(to_log_dict(result, "f1"))
+        ['f1_0', 'f1_0_lower', 'f1_0_upper', 'f1_1', 'f1_1_lower', 'f1_1_upper']
+    """
+    keys = ("value", "lower", "upper", "std") if include_std else ("value", "lower", "upper")
+    missing = [k for k in keys if k not in result]
+    if missing:
+        raise ValueError(f"Expected a BootstrapMetric result with keys {keys} but the keys {missing} are missing")
+    parts = {k: torch.as_tensor(result[k]).detach().reshape(-1) for k in keys}
+    suffix = {"value": "", "lower": "_lower", "upper": "_upper", "std": "_std"}
+    out: dict[str, Tensor] = {}
+    if parts["value"].numel() == 1:
+        for k in keys:
+            out[f"{name}{suffix[k]}"] = parts[k][0]
+        return out
+    for i in range(parts["value"].numel()):
+        for k in keys:
+            out[f"{name}_{i}{suffix[k]}"] = parts[k][i]
+    return out
