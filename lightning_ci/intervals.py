@@ -198,12 +198,13 @@ def confidence_interval(
 
     sorted_reps, counts = _sorted_valid(reps)
     n_nan = num_reps - counts
-    if bool((n_nan > 0).any()):
-        frac = n_nan.double() / max(num_reps, 1)
+    partial = (n_nan > 0) & (counts > 0)  # elements with no valid replicate at all get their own warning
+    if bool(partial.any()):
+        frac = torch.where(partial, n_nan.double() / max(num_reps, 1), torch.zeros_like(est))
         _rank_zero_warn(
             f"The metric was undefined (NaN) in some bootstrap replicates; they were dropped per element "
             f"(at most {100 * frac.max().item():.1f}% of {num_reps} replicates for one element, "
-            f"{100 * frac.mean().item():.1f}% on average)."
+            f"{100 * frac[partial].mean().item():.1f}% on average over those elements)."
         )
 
     q_lo = torch.full_like(est, alpha)
@@ -211,9 +212,7 @@ def confidence_interval(
     if method == "bca":
         jk = jackknife.to(reps.device)  # type: ignore[union-attr]
         if jk.shape[1:] != est.shape:
-            raise ValueError(
-                f"Expected `jackknife` of shape [m, *{tuple(est.shape)}] but received {tuple(jk.shape)}"
-            )
+            raise ValueError(f"Expected `jackknife` of shape [m, *{tuple(est.shape)}] but received {tuple(jk.shape)}")
         a1, a2, usable = _bca_levels(sorted_reps, counts, est, alpha, jk, jackknife_weights)
         has_valid = counts > 0
         not_degenerate = _span(sorted_reps, counts) > 0
@@ -283,4 +282,3 @@ def _span(sorted_reps: Tensor, counts: Tensor) -> Tensor:
     last = torch.gather(sorted_reps, 0, (counts - 1).clamp(min=0).unsqueeze(0)).squeeze(0)
     span = last - first
     return torch.where(counts > 0, span, torch.zeros_like(span))
-

@@ -114,9 +114,7 @@ class GenericEngine(BootstrapEngine):
     def _register(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Declare one ``cat`` state per tensor argument, on the first update."""
         pos = tuple("tensor" if isinstance(a, Tensor) else ("const", a) for a in args)
-        kw = tuple(
-            (k, "tensor" if isinstance(v, Tensor) else ("const", v)) for k, v in sorted(kwargs.items())
-        )
+        kw = tuple((k, "tensor" if isinstance(v, Tensor) else ("const", v)) for k, v in sorted(kwargs.items()))
         if self._arg_spec is None:
             for i, kind in enumerate(pos):
                 if kind == "tensor":
@@ -198,6 +196,12 @@ class GenericEngine(BootstrapEngine):
         device = next(a.device for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor))
         work = _no_sync(deepcopy(self.base_metric))
         gen = self.generator(device, stream=0)
+        if self.need_jackknife and not self._warned_jackknife:
+            self._warned_jackknife = True
+            _rank_zero_warn(
+                f"BCa on the generic path computes the jackknife by brute force: n = {n} re-evaluations of "
+                f"{self.base_metric.__class__.__name__} (O(n))."
+            )
         replicates = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # undefined replicates are reported by the interval code
@@ -212,8 +216,10 @@ class GenericEngine(BootstrapEngine):
                 else:  # bayesian: Dirichlet(1, ..., 1) weights, scaled to sum to n
                     w = torch.empty(n, device=device, dtype=torch.float64).exponential_(generator=gen)
                     w = (w * (n / w.sum())).to(torch.get_default_dtype())
-                    ref = args[0] if args and isinstance(args[0], Tensor) else next(
-                        v for v in kwargs.values() if isinstance(v, Tensor)
+                    ref = (
+                        args[0]
+                        if args and isinstance(args[0], Tensor)
+                        else next(v for v in kwargs.values() if isinstance(v, Tensor))
                     )
                     user_w = kwargs.get(self._weight_arg)
                     if isinstance(user_w, Tensor):  # the caller's own weights compose with the Dirichlet ones
@@ -225,12 +231,6 @@ class GenericEngine(BootstrapEngine):
 
             jackknife = None
             if self.need_jackknife:
-                if not self._warned_jackknife:
-                    self._warned_jackknife = True
-                    _rank_zero_warn(
-                        "BCa on the generic path computes the jackknife by brute force: n = "
-                        f"{n} re-evaluations of {self.base_metric.__class__.__name__} (O(n))."
-                    )
                 if n < 2:
                     jackknife = torch.full((1, *value.shape), float("nan"), device=device)
                 else:
