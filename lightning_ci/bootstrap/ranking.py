@@ -1,0 +1,715 @@
+"""The ranking-family engine: exact, vectorized bootstrap replicates of AUROC and average precision.
+
+Supported metrics are torchmetrics' ``BinaryAUROC``, ``BinaryAveragePrecision``, ``MulticlassAUROC`` and
+``MulticlassAveragePrecision``, with ``thresholds=None`` (exact curves) or binned ``thresholds`` (an int, a
+list or a tensor), ``ignore_index`` and every ``average`` torchmetrics allows (``macro``, ``weighted``,
+``none``/``None``). ``BinaryAUROC(max_fpr=...)`` (other than ``None``/``1``) and multilabel metrics are not
+supported here; they go through the generic path.
+
+How a replicate is made:
+
+- Every sample gets a weight per replicate: multinomial counts (the classic bootstrap of the whole set),
+  Dirichlet(1, …, 1) weights (``bayesian``) or independent Poisson(1) weights (``poisson``).
+- Samples are put in a *canonical order* (sorted by score and target, lexicographically) before the weights
+  are drawn, so replicates do not depend on the batch size, the batch order or the number of DDP ranks.
+- Weighted cumulative true/false positive counts are taken along the score-sorted order, with tied scores
+  grouped into one threshold exactly as torchmetrics' curves do, and the metric follows from them:
+  AUROC is the trapezoid under the tie-grouped ROC curve (the probability that a random positive outranks a
+  random negative, ties counting 1/2), AP is torchmetrics' step sum :math:`\\sum_k (R_k - R_{k-1}) P_k`.
+- Replicates are computed in chunks over B, so memory stays bounded (about ``_CHUNK_ELEMENTS`` elements per
+  ``[chunk, n]`` work tensor).
+
+Memory: with ``thresholds=None`` the engine keeps every (formatted) sample, as torchmetrics does, so memory
+grows with n in every resampling mode. With binned thresholds, ``poisson`` keeps ``[B, C, 2, T + 1]`` weighted
+histograms drawn at update time (constant memory in n); binary binned ``multinomial``/``bayesian`` keep only
+the ``[2, T + 1]`` histogram, because a multinomial (Dirichlet) draw over samples aggregates exactly into a
+multinomial (Dirichlet) draw over histogram cells. Multiclass binned ``multinomial``/``bayesian`` keep the
+samples (the classes of one sample must be resampled jointly).
+
+Undefined replicates: a replicate in which the metric is undefined although it is defined on the full data
+(no positives, or for AUROC no negatives, of a class) is NaN; for ``macro``/``weighted`` the whole replicate is
+NaN then. Where the metric is undefined on the full data too, torchmetrics' fill-in value (0, or NaN for a
+multiclass AP class that torchmetrics ignores) is kept, so ``value`` and the replicates agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryAveragePrecision,
+    MulticlassAUROC,
+    MulticlassAveragePrecision,
+)
+from torchmetrics.utilities.data import dim_zero_cat
+from torchmetrics.utilities.prints import rank_zero_warn
+
+from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput
+
+_SUPPORTED = (BinaryAUROC, BinaryAveragePrecision, MulticlassAUROC, MulticlassAveragePrecision)
+_AVERAGES = ("macro", "weighted", "none", None)
+_CHUNK_ELEMENTS = 1 << 20  # elements of one [chunk, n] work tensor (4-8 MB): cache-friendly, bounded memory
+_KERNEL_DTYPE = torch.float64
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Kernels: per-class metric values from (weighted) counts, batched over a leading replicate dimension R.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _exact_auroc(tp: Tensor, fp: Tensor) -> tuple[Tensor, Tensor]:
+    """AUROC from cumulative counts at tie-grouped thresholds (descending score).
+
+    Args:
+        tp: ``[R, G]`` cumulative (weighted) positives with score >= the score of group g.
+        fp: ``[R, G]`` the same for negatives.
+
+    Returns:
+        ``(value [R], undefined [R])``; where undefined (no positives or no negatives) the value is
+        torchmetrics' fill-in 0.
+    """
+    pos, neg = tp[:, -1], fp[:, -1]
+    tp_prev = F.pad(tp[:, :-1], (1, 0))
+    fp_prev = F.pad(fp[:, :-1], (1, 0))
+    twice_area = ((fp - fp_prev) * (tp + tp_prev)).sum(1)
+    undefined = (pos <= 0) | (neg <= 0)
+    value = torch.where(undefined, torch.zeros_like(pos), twice_area / (2 * pos * neg))
+    return value, undefined
+
+
+def _exact_ap(tp: Tensor, fp: Tensor) -> tuple[Tensor, Tensor]:
+    """Average precision ``sum_k (R_k - R_{k-1}) P_k`` from cumulative counts at tie-grouped thresholds.
+
+    Args:
+        tp: ``[R, G]`` cumulative (weighted) positives, descending score.
+        fp: ``[R, G]`` cumulative (weighted) negatives.
+
+    Returns:
+        ``(value [R], undefined [R])``; undefined means no positives (value 0 there, the caller decides).
+    """
+    pos = tp[:, -1]
+    dtp = tp - F.pad(tp[:, :-1], (1, 0))
+    total = tp + fp
+    precision = torch.where(total > 0, tp / total.clamp_min(torch.finfo(tp.dtype).tiny), torch.zeros_like(tp))
+    undefined = pos <= 0
+    value = torch.where(undefined, torch.zeros_like(pos), (dtp * precision).sum(1) / pos)
+    return value, undefined
+
+
+def _binned_rates(hist: Tensor, kt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Counts at each threshold from a ``[R, 2, K]`` histogram (row 0 negatives, row 1 positives).
+
+    ``kt[j]`` is the number of thresholds <= threshold j, so that ``score >= t_j`` iff ``bin(score) >= kt[j]``.
+
+    Returns:
+        ``(tps [R, T], fps [R, T], positives [R], negatives [R])``.
+    """
+    suffix = hist.flip(-1).cumsum(-1).flip(-1)  # suffix[..., k] = sum_{k' >= k}
+    at = suffix[..., kt]  # [R, 2, T]
+    return at[:, 1], at[:, 0], suffix[:, 1, 0], suffix[:, 0, 0]
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` with 0 where ``den == 0`` (torchmetrics' ``_safe_divide``)."""
+    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def _binned_auroc(hist: Tensor, kt: Tensor) -> tuple[Tensor, Tensor]:
+    """Binned AUROC exactly as torchmetrics: trapezoid over the flipped (fpr, tpr) at the given thresholds."""
+    tps, fps, pos, neg = _binned_rates(hist, kt)
+    tpr = _safe_div(tps, pos[:, None]).flip(-1)
+    fpr = _safe_div(fps, neg[:, None]).flip(-1)
+    value = ((fpr[:, 1:] - fpr[:, :-1]) * (tpr[:, 1:] + tpr[:, :-1])).sum(1) / 2
+    return value, (pos <= 0) | (neg <= 0)
+
+
+def _binned_ap(hist: Tensor, kt: Tensor) -> tuple[Tensor, Tensor]:
+    """Binned AP exactly as torchmetrics: ``-sum((r[1:] - r[:-1]) * p[:-1])`` with (r, p) = (0, 1) appended."""
+    tps, fps, pos, _ = _binned_rates(hist, kt)
+    precision = _safe_div(tps, tps + fps)
+    recall = _safe_div(tps, pos[:, None].expand_as(tps))
+    recall_next = torch.cat([recall[:, 1:], torch.zeros_like(recall[:, :1])], 1)
+    value = -((recall_next - recall) * precision).sum(1)
+    return value, pos <= 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sampling helpers
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _lexsort(keys: list[Tensor]) -> Tensor:
+    """Indices sorting rows lexicographically by ``keys`` (most significant first), stable."""
+    order = torch.arange(keys[0].shape[0], device=keys[0].device)
+    for key in reversed(keys):
+        order = order[torch.sort(key[order], stable=True).indices]
+    return order
+
+
+def _group_ends(sorted_scores: Tensor) -> Tensor:
+    """Last index of each run of equal values in a sorted 1-D tensor (torchmetrics' distinct thresholds)."""
+    n = sorted_scores.shape[0]
+    ends = torch.nonzero(sorted_scores[1:] != sorted_scores[:-1]).flatten()
+    return torch.cat([ends, torch.full((1,), n - 1, dtype=ends.dtype, device=ends.device)])
+
+
+def _sample_weights(mode: str, rows: int, n: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    """``[rows, n]`` float32 sample weights for one chunk of replicates."""
+    if mode == "multinomial":
+        idx = torch.randint(n, (rows, n), generator=gen, device=device)
+        ones = torch.ones((1, 1), dtype=torch.float32, device=device).expand(rows, n)
+        return torch.zeros((rows, n), dtype=torch.float32, device=device).scatter_add_(1, idx, ones)
+    if mode == "bayesian":  # Dirichlet(1,...,1) up to a scale the metrics ignore: Exp(1) = Gamma(1)
+        return torch.empty((rows, n), dtype=torch.float32, device=device).exponential_(generator=gen)
+    return torch.poisson(torch.ones((rows, n), dtype=torch.float32, device=device), generator=gen)
+
+
+def _cell_weights(mode: str, rows: int, counts: Tensor, gen: torch.Generator) -> Tensor:
+    """``[rows, cells]`` replicate weights of histogram cells holding ``counts`` samples each.
+
+    Multinomial over samples aggregates to ``Multinomial(n, counts / n)`` over cells (drawn as sequential
+    binomials); Dirichlet(1, …, 1) over samples aggregates to Dirichlet(counts) (normalised gammas; the scale
+    is irrelevant to the metrics); Poisson(1) per sample aggregates to Poisson(count).
+    """
+    counts = counts.to(torch.float64)
+    out = torch.zeros((rows, counts.numel()), dtype=torch.float64, device=counts.device)
+    if mode == "poisson":
+        return torch.poisson(counts.expand(rows, -1).contiguous(), generator=gen)
+    nonzero = torch.nonzero(counts > 0).flatten().tolist()
+    if mode == "bayesian":
+        idx = torch.tensor(nonzero, device=counts.device, dtype=torch.long)
+        alpha = counts[idx].expand(rows, -1).contiguous()
+        out[:, idx] = torch._standard_gamma(alpha, generator=gen)
+        return out
+    values = counts.tolist()
+    mass = float(sum(values))
+    remaining = torch.full((rows,), mass, dtype=torch.float64, device=counts.device)
+    for j, cell in enumerate(nonzero):
+        c = values[cell]
+        if j == len(nonzero) - 1:
+            draw = remaining
+        else:
+            prob = torch.full((rows,), min(1.0, c / mass), dtype=torch.float64, device=counts.device)
+            draw = torch.binomial(remaining, prob, generator=gen)
+        out[:, cell] = draw
+        remaining = remaining - draw
+        mass -= c
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The engine
+# ------------------------------------------------------------------------------------------------------------
+
+
+class RankingEngine(BootstrapEngine):
+    """Bootstrap replicates of AUROC / average precision (binary and multiclass), exact and vectorized.
+
+    See the module docstring for the algorithm. ``compute()`` returns an :class:`EngineOutput` with
+    ``value`` of shape ``S`` (``()``, or ``[C]`` for ``average="none"``), ``replicates`` ``[B, *S]`` and,
+    when ``need_jackknife``, the exact leave-one-out values (closed forms for AUROC and exact AP; for binned
+    thresholds one value per histogram cell) with their multiplicities.
+
+    Args:
+        base_metric: a fresh ``BinaryAUROC``, ``BinaryAveragePrecision``, ``MulticlassAUROC`` or
+            ``MulticlassAveragePrecision`` (see :meth:`supports`); it is read for its options, never updated.
+        num_bootstraps: the number of replicates B.
+        resampling: ``"multinomial"``, ``"poisson"`` or ``"bayesian"``.
+        seed: the base seed of every random stream.
+        need_jackknife: whether ``compute`` returns leave-one-out values (for BCa).
+        kwargs: passed to ``torchmetrics.Metric`` (``dist_sync_fn``, ``compute_on_cpu``, ...).
+
+    Raises:
+        ValueError: if ``supports(base_metric, resampling)`` is False.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics.classification import BinaryAUROC
+        >>> engine = RankingEngine(BinaryAUROC(), 100, "multinomial", seed=0, need_jackknife=False)
+        >>> engine.update(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+        >>> out = engine.compute()
+        >>> out.value, out.replicates.shape
+        (tensor(0.7500), torch.Size([100]))
+    """
+
+    higher_is_better = True
+
+    preds: list[Tensor]
+    target: list[Tensor]
+    hist: Tensor
+    whist: Tensor
+
+    def __init__(
+        self,
+        base_metric: Metric,
+        num_bootstraps: int,
+        resampling: str,
+        seed: int,
+        need_jackknife: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, **kwargs)
+        if not self.supports(base_metric, resampling):
+            raise ValueError(
+                f"Expected argument `base_metric` to be one of {[c.__name__ for c in _SUPPORTED]} without"
+                f" `max_fpr` and `resampling` in {RESAMPLING_MODES}, but received {base_metric!r}, {resampling!r}"
+            )
+        self._is_auroc = isinstance(base_metric, (BinaryAUROC, MulticlassAUROC))
+        self._multiclass = isinstance(base_metric, (MulticlassAUROC, MulticlassAveragePrecision))
+        self._num_classes = int(base_metric.num_classes) if self._multiclass else 1
+        average = getattr(base_metric, "average", None) if self._multiclass else "binary"
+        self._average = "none" if average is None else average
+        self._ignore_index: Optional[int] = base_metric.ignore_index
+        self._normalization = getattr(base_metric, "normalization", "sigmoid") if not self._multiclass else "softmax"
+
+        thresholds = base_metric.thresholds
+        self._binned = thresholds is not None
+        self._keep_samples = (not self._binned) or (
+            self._multiclass and (resampling != "poisson" or self.need_jackknife)
+        )
+        c = self._num_classes
+        if self._binned:
+            thr = thresholds.detach().clone()
+            self.register_buffer("_thresholds", thr, persistent=False)
+            k = thr.numel() + 1
+            self.add_state("hist", default=torch.zeros(c, 2, k, dtype=torch.long), dist_reduce_fx="sum")
+            if resampling == "poisson":
+                self.add_state(
+                    "whist",
+                    default=torch.zeros(self.num_bootstraps, c, 2, k, dtype=torch.float64),
+                    dist_reduce_fx="sum",
+                )
+        if self._keep_samples:
+            self.add_state("preds", default=[], dist_reduce_fx="cat")
+            self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    @classmethod
+    def supports(cls, base_metric: Metric, resampling: str) -> bool:
+        """Whether this engine reproduces ``base_metric`` exactly.
+
+        Args:
+            base_metric: the metric to wrap.
+            resampling: the resampling mode.
+
+        Returns:
+            True for ``BinaryAUROC`` (``max_fpr`` None or 1), ``BinaryAveragePrecision``, ``MulticlassAUROC`` and
+            ``MulticlassAveragePrecision`` (exact classes, not subclasses) with a known resampling mode.
+        """
+        if resampling not in RESAMPLING_MODES or type(base_metric) not in _SUPPORTED:
+            return False
+        if isinstance(base_metric, BinaryAUROC) and base_metric.max_fpr not in (None, 1, 1.0):
+            return False
+        if isinstance(base_metric, (MulticlassAUROC, MulticlassAveragePrecision)) and (
+            base_metric.average not in _AVERAGES
+        ):
+            return False
+        if not isinstance(base_metric, (MulticlassAUROC, MulticlassAveragePrecision)) and getattr(
+            base_metric, "normalization", "sigmoid"
+        ) not in (None, "sigmoid", "softmax"):
+            return False
+        ignore = base_metric.ignore_index
+        return ignore is None or isinstance(ignore, int)
+
+    # --------------------------------------------------------------------------------------------------------
+    # update
+    # --------------------------------------------------------------------------------------------------------
+
+    def _format(self, preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """torchmetrics' formatting without host syncs: flatten, normalise logits, mask ignored samples.
+
+        Returns:
+            ``(preds [m] or [m, C], target [m], valid [m])``; ignored samples stay (``valid`` False) and are
+            dropped at compute, so that ``update`` never needs the data-dependent size of a boolean mask.
+        """
+        if not preds.is_floating_point():
+            raise ValueError(f"Expected `preds` to be a float tensor, but got {preds.dtype}")
+        if target.is_floating_point():
+            raise ValueError(f"Expected `target` to be an int or long tensor, but got {target.dtype}")
+        c = self._num_classes
+        if self._multiclass:
+            if preds.ndim != target.ndim + 1 or preds.shape[1] != c:
+                raise ValueError(
+                    f"Expected `preds` of shape (N, {c}, ...) and `target` of shape (N, ...),"
+                    f" but got {tuple(preds.shape)} and {tuple(target.shape)}"
+                )
+            preds = preds.transpose(0, 1).reshape(c, -1).T
+        else:
+            if preds.shape != target.shape:
+                raise ValueError(
+                    f"Expected `preds` and `target` of the same shape, but got {preds.shape}, {target.shape}"
+                )
+            preds = preds.flatten()
+        target = target.flatten()
+        valid = (
+            target != self._ignore_index
+            if self._ignore_index is not None
+            else torch.ones_like(target, dtype=torch.bool)
+        )
+        if self._normalization:
+            outside = (preds < 0) | (preds > 1)
+            if self._multiclass:
+                outside = outside.any(1)
+            need = (outside & valid).any()
+            norm = preds.sigmoid() if self._normalization == "sigmoid" else torch.softmax(preds, dim=1)
+            preds = torch.where(need, norm, preds)
+        return preds, target, valid
+
+    def _bins(self, preds: Tensor) -> Tensor:
+        """Histogram bin of each score: the number of thresholds <= score (``preds >= t`` iff bin >= kt)."""
+        dtype = torch.promote_types(preds.dtype, self._thresholds.dtype)
+        sorted_thr = torch.sort(self._thresholds.to(dtype)).values
+        return torch.searchsorted(sorted_thr, preds.to(dtype).contiguous(), right=True)
+
+    def _kt(self) -> Tensor:
+        dtype = self._thresholds.dtype
+        sorted_thr = torch.sort(self._thresholds).values
+        return torch.searchsorted(sorted_thr, self._thresholds.to(dtype), right=True)
+
+    def _cells(self, preds: Tensor, target: Tensor) -> Tensor:
+        """``[m, C']`` flat histogram cell index ``c * 2K + label * K + bin`` of every sample and class."""
+        k = self._thresholds.numel() + 1
+        if self._multiclass:
+            classes = torch.arange(self._num_classes, device=target.device)
+            labels = (target[:, None] == classes).long()
+            return classes * 2 * k + labels * k + self._bins(preds)
+        return ((target == 1).long() * k + self._bins(preds))[:, None]
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch, formatted as the wrapped metric would (no host synchronisation).
+
+        Args:
+            preds: scores, ``(N, ...)`` for binary or ``(N, C, ...)`` for multiclass (probabilities or logits).
+            target: integer labels, ``(N, ...)``.
+        """
+        preds, target, valid = self._format(preds, target)
+        if self._keep_samples:
+            if self._ignore_index is not None:
+                target = torch.where(valid, target, torch.full_like(target, -1))
+            self.preds.append(preds)
+            self.target.append(target)
+        if not self._binned:
+            return
+        cells = self._cells(preds, target)  # [m, C']
+        flat_hist = self.hist.view(-1)
+        w_valid = valid.long()[:, None].expand_as(cells)
+        flat_hist.scatter_add_(0, cells.reshape(-1), w_valid.reshape(-1))
+        if self.resampling != "poisson":
+            return
+        gen = self._update_generator(preds.device)
+        whist = self.whist.view(self.num_bootstraps, -1)
+        b = self.num_bootstraps
+        if not self._multiclass:  # Poisson(1) weights of the m samples in one cell sum to Poisson(m)
+            counts = torch.zeros(whist.shape[1], dtype=torch.float64, device=preds.device)
+            counts.scatter_add_(0, cells[:, 0], valid.to(torch.float64))
+            whist += torch.poisson(counts.expand(b, -1).contiguous(), generator=gen)
+            return
+        m = cells.shape[0]
+        w = torch.poisson(torch.ones((b, m), dtype=torch.float64, device=preds.device), generator=gen)
+        w = w * valid.to(torch.float64)
+        src = w[:, :, None].expand(b, m, self._num_classes).reshape(b, -1)
+        whist.scatter_add_(1, cells.reshape(1, -1).expand(b, -1), src)
+
+    # --------------------------------------------------------------------------------------------------------
+    # compute
+    # --------------------------------------------------------------------------------------------------------
+
+    def _samples(self) -> tuple[Tensor, Tensor]:
+        """The kept samples without ignored ones, in canonical order (sorted by target, then scores)."""
+        preds = dim_zero_cat(self.preds)
+        target = dim_zero_cat(self.target)
+        if self._ignore_index is not None:
+            keep = target != -1
+            preds, target = preds[keep], target[keep]
+        if self._multiclass:
+            order = _lexsort([target] + [preds[:, c] for c in range(self._num_classes)])
+        else:  # (score descending, target ascending): the score-sorted order with ties grouped
+            order = torch.sort(target, stable=True).indices
+            order = order[torch.sort(preds[order], descending=True, stable=True).indices]
+        return preds[order], target[order]
+
+    def _reduce(
+        self, vals: Tensor, undefined: Tensor, supports: Tensor, full: Optional[tuple[Tensor, Tensor]]
+    ) -> Tensor:
+        """Average per-class values ``[R, C']`` as torchmetrics does.
+
+        Args:
+            vals: per-class values with torchmetrics' fill-ins where undefined.
+            undefined: ``[R, C']`` where the class is undefined in that row.
+            supports: ``[R, C']`` (weighted) positives per class, for ``weighted``.
+            full: ``(full_vals [C'], full_undefined [C'])`` of the full data; None when ``vals`` *is* the full
+                data. A class undefined in a row but defined on the full data makes the row NaN (per class for
+                ``none``).
+        """
+        if full is None:
+            full_vals, new = vals[0], torch.zeros_like(undefined)
+        else:
+            full_vals, full_undef = full
+            vals = torch.where(full_undef, full_vals.expand_as(vals), vals)
+            new = undefined & ~full_undef
+        nan = torch.full_like(vals, float("nan"))
+        if self._average in ("binary", "none"):
+            out = torch.where(new, nan, vals)
+            return out[:, 0] if self._average == "binary" else out
+        keep = ~torch.isnan(full_vals)
+        if full is None and not bool(keep.all()):
+            rank_zero_warn(
+                f"Average precision score for one or more classes was `nan`. Ignoring these classes in"
+                f" {self._average}-average",
+                UserWarning,
+            )
+        if self._average == "macro":
+            out = vals[:, keep].mean(1)
+        else:
+            w = supports[:, keep]
+            w = _safe_div(w, w.sum(1, keepdim=True).expand_as(w))
+            out = (vals[:, keep] * w).sum(1)
+        return torch.where(new.any(1), torch.full_like(out, float("nan")), out)
+
+    def _fill_exact_ap(self, vals: Tensor, undefined: Tensor, all_zero: bool) -> Tensor:
+        """torchmetrics' AP for a multiclass class with no positives: 0 if every target is 0, else NaN."""
+        if not self._multiclass or all_zero:
+            return vals
+        return torch.where(undefined, torch.full_like(vals, float("nan")), vals)
+
+    def compute(self) -> EngineOutput:
+        """Value, replicates and (if requested) jackknife values; see :class:`EngineOutput`."""
+        if self._binned and not self._keep_samples:
+            return self._compute_binned_hist()
+        return self._compute_samples()
+
+    # -- binned histogram path (binary binned any mode; multiclass binned poisson) -----------------------------
+
+    def _binned_kernel(self) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        return _binned_auroc if self._is_auroc else _binned_ap
+
+    def _per_class_binned(self, hist: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-class values ``[R, C']``, undefined ``[R, C']`` and supports from ``[R, C', 2, K]`` histograms."""
+        kernel, kt = self._binned_kernel(), self._kt().to(hist.device)
+        r, c = hist.shape[:2]
+        vals, undef = kernel(hist.reshape(r * c, 2, -1), kt)
+        return vals.view(r, c), undef.view(r, c), hist[:, :, 1].sum(-1)
+
+    def _compute_binned_hist(self) -> EngineOutput:
+        hist = self.hist.to(_KERNEL_DTYPE)
+        vals, undef, sup = self._per_class_binned(hist[None])
+        full = (vals[0], undef[0])
+        value = self._reduce(vals, undef, sup, None)[0]
+        b = self.num_bootstraps
+        if self.resampling == "poisson":
+            whist = self.whist.to(_KERNEL_DTYPE)
+        else:
+            gen = self.generator(hist.device)
+            whist = _cell_weights(self.resampling, b, self.hist.reshape(-1), gen).view(b, *self.hist.shape)
+        reps = []
+        step = max(1, _CHUNK_ELEMENTS // max(1, hist.numel()))
+        for s in range(0, b, step):
+            rv, ru, rs = self._per_class_binned(whist[s : s + step].to(_KERNEL_DTYPE))
+            reps.append(self._reduce(rv, ru, rs, full))
+        out = EngineOutput(value=value.float(), replicates=torch.cat(reps).float())
+        if self.need_jackknife:  # binary only here: one leave-one-out value per non-empty cell
+            counts = self.hist.reshape(-1)
+            cells = torch.nonzero(counts > 0).flatten()
+            tables = self._binned_loo_table(hist[0])  # [2K] for the single class
+            loo_v, loo_u = tables
+            jack = self._reduce(loo_v[cells][:, None], loo_u[cells][:, None], None, full)
+            out.jackknife = jack.float()
+            out.jackknife_weights = counts[cells].float()
+        return out
+
+    def _binned_loo_table(self, hist_c: Tensor) -> tuple[Tensor, Tensor]:
+        """Leave-one-out values for removing one sample from each cell of a ``[2, K]`` histogram.
+
+        Returns:
+            ``(values [2K], undefined [2K])`` indexed by ``label * K + bin``.
+        """
+        kernel, kt = self._binned_kernel(), self._kt().to(hist_c.device)
+        cells = hist_c.numel()
+        eye = torch.eye(cells, dtype=hist_c.dtype, device=hist_c.device)
+        vals, undef = [], []
+        step = max(1, _CHUNK_ELEMENTS // cells)
+        for s in range(0, cells, step):
+            loo = hist_c.reshape(1, -1) - eye[s : s + step]
+            v, u = kernel(loo.view(-1, 2, hist_c.shape[-1]), kt)
+            vals.append(v)
+            undef.append(u)
+        return torch.cat(vals), torch.cat(undef)
+
+    # -- sample path (thresholds=None; multiclass binned multinomial/bayesian) ------------------------------
+
+    def _compute_samples(self) -> EngineOutput:
+        preds, target = self._samples()
+        n, c = target.shape[0], self._num_classes
+        device = target.device
+        if self._multiclass:
+            labels = target[:, None] == torch.arange(c, device=device)
+            scores = preds
+        else:
+            labels = (target == 1)[:, None]
+            scores = preds[:, None]
+        all_zero = bool((target == 0).all())
+
+        if self._binned:
+            return self._compute_samples_binned(scores, target, labels)
+
+        # per class: permutation to descending score (canonical order for binary already is), group ends
+        perms: list[Optional[Tensor]] = []
+        ends: list[Tensor] = []
+        ys: list[Tensor] = []
+        for j in range(c):
+            perm: Optional[Tensor] = None  # binary: the canonical order is already score-descending
+            if self._multiclass:
+                perm = torch.sort(scores[:, j], descending=True, stable=True).indices
+            s_sorted = scores[:, j] if perm is None else scores[perm, j]
+            perms.append(perm)
+            ends.append(_group_ends(s_sorted) if n > 0 else torch.zeros(0, dtype=torch.long, device=device))
+            ys.append((labels[:, j] if perm is None else labels[perm, j]).to(torch.float32))
+
+        kernel = _exact_auroc if self._is_auroc else _exact_ap
+
+        def per_class(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            vs, us, ss = [], [], []
+            for j in range(c):
+                wj = w if perms[j] is None else w[:, perms[j]]
+                tp = torch.cumsum(wj * ys[j], 1)
+                tot = torch.cumsum(wj, 1)
+                if ends[j].numel() != n:
+                    tp, tot = tp[:, ends[j]], tot[:, ends[j]]
+                tp = tp.to(_KERNEL_DTYPE)
+                fp = tot.to(_KERNEL_DTYPE) - tp
+                v, u = kernel(tp, fp)
+                if not self._is_auroc:
+                    v = self._fill_exact_ap(v, u, all_zero)
+                vs.append(v)
+                us.append(u)
+                ss.append(tp[:, -1])
+            return torch.stack(vs, 1), torch.stack(us, 1), torch.stack(ss, 1)
+
+        if n == 0:
+            raise ValueError("No samples to compute the metric on: call `update` first")
+        ones = torch.ones((1, n), dtype=torch.float32, device=device)
+        fv, fu, fs = per_class(ones)
+        value = self._reduce(fv, fu, fs, None)[0]
+        full = (fv[0], fu[0])
+        reps = self._replicates(n, lambda w: self._reduce(*per_class(w), full), device)
+        out = EngineOutput(value=value.float(), replicates=reps.float())
+        if self.need_jackknife:
+            out.jackknife, out.jackknife_weights = self._exact_jackknife(perms, ends, ys, labels, full, all_zero)
+        return out
+
+    def _replicates(self, n: int, fn: Callable[[Tensor], Tensor], device: torch.device) -> Tensor:
+        """Run ``fn`` on chunks of ``[rows, n]`` sample weights and concatenate the ``[rows, *S]`` results."""
+        gen = self.generator(device)
+        step = max(1, _CHUNK_ELEMENTS // max(1, n * self._num_classes))
+        reps = []
+        for s in range(0, self.num_bootstraps, step):
+            rows = min(step, self.num_bootstraps - s)
+            reps.append(fn(_sample_weights(self.resampling, rows, n, gen, device)))
+        return torch.cat(reps)
+
+    def _compute_samples_binned(self, scores: Tensor, target: Tensor, labels: Tensor) -> EngineOutput:
+        """Multiclass binned, multinomial/bayesian (and poisson with jackknife): weights over samples."""
+        n, c = labels.shape
+        device = labels.device
+        k = self._thresholds.numel() + 1
+        cells = self._cells(scores, target)
+        hist = self.hist.to(_KERNEL_DTYPE)
+        fv, fu, fs = self._per_class_binned(hist[None])
+        value = self._reduce(fv, fu, fs, None)[0]
+        full = (fv[0], fu[0])
+        if self.resampling == "poisson":
+            whist = self.whist.to(_KERNEL_DTYPE)
+            reps = self._reduce(*self._per_class_binned(whist), full)
+        else:
+
+            def fn(w: Tensor) -> Tensor:
+                rows = w.shape[0]
+                h = torch.zeros((rows, c * 2 * k), dtype=torch.float32, device=device)
+                src = w[:, :, None].expand(rows, n, c).reshape(rows, -1)
+                h.scatter_add_(1, cells.reshape(1, -1).expand(rows, -1), src)
+                return self._reduce(*self._per_class_binned(h.view(rows, c, 2, k).to(_KERNEL_DTYPE)), full)
+
+            reps = self._replicates(n, fn, device)
+        out = EngineOutput(value=value.float(), replicates=reps.float())
+        if self.need_jackknife:
+            tab_v, tab_u = zip(*[self._binned_loo_table(hist[j]) for j in range(c)])
+            local = cells - (torch.arange(c, device=device) * 2 * k)  # [n, C] index into the class's table
+            loo_v = torch.stack([tab_v[j][local[:, j]] for j in range(c)], 1)
+            loo_u = torch.stack([tab_u[j][local[:, j]] for j in range(c)], 1)
+            sup = fs.expand(n, c) - labels.to(_KERNEL_DTYPE)
+            out.jackknife = self._reduce(loo_v, loo_u, sup, full).float()
+        return out
+
+    def _exact_jackknife(
+        self,
+        perms: list[Optional[Tensor]],
+        ends: list[Tensor],
+        ys: list[Tensor],
+        labels: Tensor,
+        full: tuple[Tensor, Tensor],
+        all_zero: bool,
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """Exact leave-one-out values from closed forms over tie groups, O(n) after the sort.
+
+        Binary: one value per (tie group, label) with its multiplicity. Multiclass: one value per sample.
+        """
+        n, c = labels.shape
+        loo_v, loo_u = [], []
+        for j in range(c):
+            y = ys[j].to(_KERNEL_DTYPE)
+            tp = torch.cumsum(y, 0)[ends[j]]
+            tot = (ends[j] + 1).to(_KERNEL_DTYPE)
+            fp = tot - tp
+            pg = tp - F.pad(tp[:-1], (1, 0))
+            ng = fp - F.pad(fp[:-1], (1, 0))
+            pos, neg = tp[-1], fp[-1]
+            if self._is_auroc:
+                num = (ng * (tp - pg / 2)).sum()
+                v_pos = (num - (neg - fp + ng / 2)) / ((pos - 1) * neg)
+                u_pos = (pos - 1 <= 0) | (neg <= 0)
+                v_neg = (num - (tp - pg / 2)) / (pos * (neg - 1))
+                u_neg = (pos <= 0) | (neg - 1 <= 0)
+            else:
+                t = tp + fp
+                a = torch.where(pg > 0, pg * tp / t, torch.zeros_like(tp))
+                base = a.sum()
+                d = torch.where((pg > 0) & (fp > 0), pg * tp * (1 / (t - 1).clamp_min(1) - 1 / t), torch.zeros_like(tp))
+                suffix_d = d.flip(0).cumsum(0).flip(0)
+                v_neg = (base + suffix_d) / pos
+                u_neg = (pos <= 0).expand_as(v_neg)
+                b = torch.where((pg > 0) & (t > 1), pg * (tp - 1) / (t - 1).clamp_min(1), torch.zeros_like(tp))
+                own = torch.where(t > 1, (pg - 1) * (tp - 1) / (t - 1).clamp_min(1), torch.zeros_like(tp))
+                prefix_a = a.cumsum(0) - a
+                suffix_b = b.flip(0).cumsum(0).flip(0) - b
+                v_pos = (prefix_a + own + suffix_b) / (pos - 1)
+                u_pos = (pos - 1 <= 0).expand_as(v_pos)
+            v_pos, v_neg = torch.nan_to_num(v_pos), torch.nan_to_num(v_neg)
+            u_pos, u_neg = u_pos.expand_as(v_pos), u_neg.expand_as(v_neg)
+            # table [G, 2]: column 0 removes a negative of the group, column 1 a positive
+            tab_v = torch.stack([v_neg, v_pos], 1)
+            tab_u = torch.stack([u_neg, u_pos], 1)
+            if not self._is_auroc:
+                tab_v = self._fill_exact_ap(tab_v, tab_u, all_zero)
+            if not self._multiclass:
+                mult = torch.stack([ng, pg], 1).reshape(-1)
+                keep = mult > 0
+                vals = tab_v.reshape(-1)[keep][:, None]
+                und = tab_u.reshape(-1)[keep][:, None]
+                jack = self._reduce(vals, und, None, full)
+                return jack.float(), mult[keep].float()
+            # multiclass: the group of every sample in class j's order, mapped back to canonical order
+            group_sorted = torch.zeros(n, dtype=torch.long, device=labels.device)
+            group_sorted[ends[j][:-1] + 1] = 1
+            group_sorted = group_sorted.cumsum(0)
+            group = torch.empty_like(group_sorted)
+            group[perms[j]] = group_sorted
+            lab = labels[:, j].long()
+            loo_v.append(tab_v[group, lab])
+            loo_u.append(tab_u[group, lab])
+        vals, und = torch.stack(loo_v, 1), torch.stack(loo_u, 1)
+        sup = labels.sum(0, keepdim=True).to(_KERNEL_DTYPE) - labels.to(_KERNEL_DTYPE)
+        return self._reduce(vals, und, sup, full).float(), None
