@@ -149,6 +149,11 @@ class GenericEngine(BootstrapEngine):
                 getattr(self, f"_kw_{k}").append(v.detach())
         self.base_metric.update(*args, **kwargs)
 
+    def reset(self) -> None:
+        """Forget the stored samples and the point-estimate copy's state."""
+        super().reset()
+        self.base_metric.reset()
+
     # ----------------------------------------------------------------- compute
     def _stored(self) -> tuple[list[Any], dict[str, Any], int]:
         assert self._arg_spec is not None
@@ -211,7 +216,7 @@ class GenericEngine(BootstrapEngine):
                     replicates.append(self._evaluate(work, args, kwargs, idx))
                 elif self.resampling == "poisson":
                     counts = torch.poisson(torch.ones(n, device=device), generator=gen).long()
-                    idx = torch.repeat_interleave(torch.arange(n, device=device), counts)
+                    idx = torch.repeat_interleave(torch.arange(n, device=device), counts, output_size=int(counts.sum()))
                     replicates.append(self._evaluate(work, args, kwargs, idx))
                 else:  # bayesian: Dirichlet(1, ..., 1) weights, scaled to sum to n
                     w = torch.empty(n, device=device, dtype=torch.float64).exponential_(generator=gen)
