@@ -243,11 +243,7 @@ class AccumulationScheduler(Callback):
             items = trainer.strategy.reduce(items.clone(), reduce_op="sum")
         # DDP averaged the gradients over ranks; undo that, and divide by the window's items.
         scale = self._norm * trainer.world_size / items.clamp(min=1.0)
-        with torch.no_grad():
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.grad.mul_(scale.to(device=p.grad.device, dtype=p.grad.dtype))
+        _scale_grads(optimizer, scale)
         self._epoch_items = items if self._epoch_items is None else self._epoch_items + items
         self._epoch_steps += 1
 
@@ -288,6 +284,23 @@ class AccumulationScheduler(Callback):
         for key in ("_pending", "_window_items", "_norm", "_epoch_items"):
             state[key] = None
         return state
+
+
+@torch.no_grad()
+def _scale_grads(optimizer: torch.optim.Optimizer, scale: Tensor) -> None:
+    """Multiply every gradient by ``scale`` in place, with one fused call per (device, dtype) group."""
+    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    for (device, dtype), grads in groups.items():
+        factor = scale.to(device=device, dtype=dtype)
+        if all(not g.is_sparse for g in grads):
+            torch._foreach_mul_(grads, factor)
+        else:
+            for g in grads:
+                g.mul_(factor)
 
 
 def total_optimizer_steps(trainer: Trainer) -> int:

@@ -95,7 +95,8 @@ class BootstrapEngine(Metric):
 
     def _update_generator(self, device: torch.device) -> torch.Generator:
         if self._upd_gen is None or self._upd_gen.device != torch.device(device):
-            rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
             self._upd_gen = self.generator(device, stream=1 + rank)
         return self._upd_gen
 

@@ -1,0 +1,152 @@
+"""AccumulationScheduler overhead against Lightning's own accumulation, and peak memory against the factor.
+
+Run:  python benchmarks/bench_accumulation.py            (full: 7 repeats)
+      python benchmarks/bench_accumulation.py --quick    (smoke: 2 repeats)
+
+Step time: the same MLP, data and factor k, trained with ``Trainer(accumulate_grad_batches=k)`` (Lightning's
+built-in, which is not exact for partial windows) and with ``AccumulationScheduler({0: k})``. Each repeat
+runs both, in alternating order; the time is taken over the second epoch only (the first warms up), and
+the table reports medians and the median of the per-repeat ratios.
+
+Peak memory: each factor runs in a fresh process and reports its peak RSS (``ru_maxrss``). With the
+callback, the extra state is a few scalars, so the peak does not grow with k (it cannot: gradients are
+accumulated in place, as with Lightning's own accumulation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import lightning
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_ci import AccumulationScheduler
+
+WIDTH, DEPTH, BATCH, BATCHES = 512, 3, 32, 32
+
+
+class MLP(LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        layers: list[nn.Module] = [nn.Linear(256, WIDTH), nn.ReLU()]
+        for _ in range(DEPTH - 1):
+            layers += [nn.Linear(WIDTH, WIDTH), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(WIDTH, 10))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+
+
+class EpochTimer(Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def data() -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    n = BATCH * BATCHES - BATCH // 2  # a short last batch, so the last window is partial too
+    x = torch.randn(n, 256, generator=g)
+    y = torch.randint(10, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=BATCH)
+
+
+def fit(k: int, ours: bool, epochs: int = 2) -> float:
+    timer = EpochTimer()
+    callbacks: list[Callback] = [timer]
+    if ours:
+        callbacks.append(AccumulationScheduler({0: k}))
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        accumulate_grad_batches=1 if ours else k,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(MLP(), data())
+    return timer.times[-1] / BATCHES  # seconds per micro-batch, second epoch
+
+
+def peak_rss_child(k: int) -> None:
+    fit(k, ours=True, epochs=1)
+    print(json.dumps({"k": k, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 repeats instead of 7")
+    parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--_rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._rss_child is not None:
+        peak_rss_child(args._rss_child)
+        return
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    repeats = 2 if args.quick else 7
+    k = args.factor
+    builtin, ours, ratios = [], [], []
+    for r in range(repeats):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        res = {flag: fit(k, flag) for flag in order}
+        builtin.append(res[False])
+        ours.append(res[True])
+        ratios.append(res[True] / res[False])
+    med_b, med_o, med_r = statistics.median(builtin), statistics.median(ours), statistics.median(ratios)
+
+    rss = []
+    for factor in (1, 4, 16):
+        out = subprocess.run(
+            [sys.executable, __file__, "--_rss-child", str(factor)], capture_output=True, text=True, check=True
+        ).stdout.strip().splitlines()[-1]
+        rss.append(json.loads(out))
+
+    params = sum(p.numel() for p in MLP().parameters())
+    print(f"# AccumulationScheduler benchmark ({'quick' if args.quick else 'full'})")
+    print(f"command: python benchmarks/bench_accumulation.py{' --quick' if args.quick else ''}")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
+        f"lightning {lightning.__version__}"
+    )
+    print(f"model: MLP {params / 1e6:.1f}M params, micro-batch {BATCH}, {BATCHES} batches/epoch, factor {k}")
+    print()
+    print("| run | median time per micro-batch | repeats |")
+    print("|---|---|---|")
+    print(f"| Lightning `accumulate_grad_batches={k}` | {med_b * 1e3:.2f} ms | {repeats} |")
+    print(f"| `AccumulationScheduler({{0: {k}}})` | {med_o * 1e3:.2f} ms | {repeats} |")
+    print(f"| **overhead (median of paired ratios)** | **{(med_r - 1) * 100:+.1f}%** | |")
+    print()
+    print("| factor k | peak RSS (fresh process, 1 epoch) |")
+    print("|---|---|")
+    for row in rss:
+        print(f"| {row['k']} | {row['maxrss_mib']:.0f} MiB |")
+
+
+if __name__ == "__main__":
+    main()
