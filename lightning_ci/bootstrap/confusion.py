@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor
@@ -117,8 +117,6 @@ _STAT_SCORE_KINDS = ("accuracy", "precision", "recall", "fbeta", "specificity")
 
 # the metric of a chunk of replicates is computed on at most this many count entries at once
 _CHUNK_ELEMENTS = 1 << 22
-# above this many non-empty cells the multinomial is drawn sample by sample when that is cheaper
-_BINOMIAL_MAX_ATOMS = 512
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,12 +125,13 @@ _BINOMIAL_MAX_ATOMS = 512
 def _multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
     """Draw ``num_rows`` independent ``Multinomial(n, counts / n)`` vectors, ``n = counts.sum()``.
 
-    Sequential conditional binomials: ``x_k ~ Binomial(n - x_<k, c_k / (n - c_<k))``, vectorised over the
-    rows, with a Python loop over the atoms only. When there are many atoms and few samples, the samples
-    are drawn one by one (``randint`` into the cumulative counts) instead, which is O(rows · n).
+    Sequential conditional binomials ``x_k ~ Binomial(n - x_<k, c_k / (n - c_<k))``, vectorised over the
+    rows with a Python loop over the atoms only. When there are many atoms for few units (say distinct
+    multilabel rows), drawing the n units of each row one by one is cheaper, O(rows · n), and is used
+    instead. Either way the result is a function of ``counts``, ``num_rows`` and the generator state.
 
     Args:
-        counts: non-negative integer counts, shape ``[M]`` (every entry should be positive).
+        counts: non-negative integer counts, shape ``[M]``.
         num_rows: number of replicates B.
         generator: the only source of randomness.
 
@@ -143,23 +142,22 @@ def _multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator)
     counts = counts.long()
     num_atoms = counts.numel()
     out = torch.zeros(num_rows, num_atoms, dtype=torch.float64, device=device)
-    if num_atoms == 0:
-        return out
-    n = int(counts.sum())
+    n = int(counts.sum()) if num_atoms else 0
     if n == 0:
         return out
-    if num_atoms > _BINOMIAL_MAX_ATOMS and n * 4 < num_atoms * 64:
-        cum = counts.cumsum(0)
+    # measured on CPU: a binomial call costs ~10 µs + 0.1 µs per row, a drawn unit ~0.04 µs
+    if num_rows * n * 4 < num_atoms * (num_rows * 10 + 1000):
+        unit_atom = torch.repeat_interleave(torch.arange(num_atoms, device=device), counts)
+        ones = torch.ones((), dtype=torch.float64, device=device)
         chunk = max(1, _CHUNK_ELEMENTS // n)
         for start in range(0, num_rows, chunk):
             rows = min(chunk, num_rows - start)
-            draw = torch.randint(n, (rows, n), generator=generator, device=device)
-            atom = torch.searchsorted(cum, draw, right=True)
-            out[start : start + rows].scatter_add_(1, atom, torch.ones_like(atom, dtype=torch.float64))
+            atom = unit_atom[torch.randint(n, (rows, n), generator=generator, device=device)]
+            out[start : start + rows].scatter_add_(1, atom, ones.expand(rows, n))
         return out
     # exact conditional probabilities from integer suffix sums
     suffix = counts.flip(0).cumsum(0).flip(0)
-    cond = (counts.double() / suffix.double()).clamp_(0.0, 1.0)
+    cond = (counts.double() / suffix.clamp(min=1).double()).clamp_(0.0, 1.0)
     remaining = torch.full((num_rows,), float(n), dtype=torch.float64, device=device)
     for k in range(num_atoms - 1):
         x = torch.binomial(remaining, cond[k].expand(num_rows).contiguous(), generator=generator)
@@ -170,10 +168,10 @@ def _multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator)
 
 
 def _dirichlet_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
-    """Bayesian-bootstrap replicate counts: ``n · Dirichlet(counts)`` per row.
+    """Bayesian-bootstrap replicate counts: ``n · Dirichlet(counts)`` per row; empty atoms stay 0.
 
     Args:
-        counts: positive counts, shape ``[M]``.
+        counts: non-negative counts, shape ``[M]``.
         num_rows: number of replicates B.
         generator: the only source of randomness.
 
@@ -189,6 +187,18 @@ def _dirichlet_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -
     return gamma / gamma.sum(-1, keepdim=True) * n
 
 
+def _poisson_one(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
+    """Poisson(1) variates (float64) by inversion of the CDF: a few times faster than ``torch.poisson``.
+
+    The CDF table reaches 1.0 in float64 at k = 18, so this is exact to the resolution of a float64
+    uniform (P(X > 18) < 1e-16).
+    """
+    k = torch.arange(24, dtype=torch.float64, device=device)
+    cdf = torch.exp(-1.0 - torch.lgamma(k + 1.0)).cumsum(0)
+    u = torch.rand(shape, dtype=torch.float64, generator=generator, device=device)
+    return torch.searchsorted(cdf, u, right=True).to(torch.float64)  # u < 1 = cdf[-1]: index <= 18
+
+
 # --------------------------------------------------------------------------------------------------
 # batched metric formulas (leading replicate dimension)
 # --------------------------------------------------------------------------------------------------
@@ -200,34 +210,33 @@ def _sequential_sum(x: Tensor) -> Tensor:
     return acc
 
 
-def _batched_matthews_corrcoef(confmat: Tensor) -> Tensor:
-    """``_matthews_corrcoef_reduce`` for a batch of confusion matrices.
+def _marginals(confmat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(diag, rows, cols)`` of ``[b, C, C]`` confusion matrices (rows = target), each ``[b, C]``."""
+    return confmat.diagonal(dim1=-2, dim2=-1), confmat.sum(-1), confmat.sum(-2)
 
-    Args:
-        confmat: ``[b, C, C]`` or ``[b, L, 2, 2]`` (multilabel, summed over labels first), floating.
 
-    Returns:
-        ``[b]``, with torchmetrics' conventions for the degenerate binary cases.
+def _matthews_from_marginals(diag: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """``_matthews_corrcoef_reduce`` from the marginals of ``[b, C, C]`` matrices; returns ``[b]``.
+
+    For C = 2 this includes torchmetrics' special cases (perfect, all wrong, and the ``eps`` formulas
+    when a marginal is empty).
     """
-    if confmat.ndim == 4:
-        confmat = confmat.sum(1)
     eps = torch.finfo(torch.float32).eps
-    tk = confmat.sum(dim=-1)
-    pk = confmat.sum(dim=-2)
-    c = confmat.diagonal(dim1=-2, dim2=-1).sum(-1)
-    s = confmat.sum(dim=(-2, -1))
-    cov_ytyp = c * s - _sequential_sum(tk * pk)
-    cov_ypyp = s**2 - _sequential_sum(pk * pk)
-    cov_ytyt = s**2 - _sequential_sum(tk * tk)
-    numerator = cov_ytyp
+    c = diag.sum(-1)
+    s = rows.sum(-1)
+    cov_ytyp = c * s - _sequential_sum(rows * cols)
+    cov_ypyp = s**2 - _sequential_sum(cols * cols)
+    cov_ytyt = s**2 - _sequential_sum(rows * rows)
     denom = cov_ypyp * cov_ytyt
     zero = torch.zeros_like(s)
-    if confmat.shape[-1] != 2:
-        return torch.where(denom == 0, zero, numerator / torch.sqrt(torch.where(denom == 0, 1.0, denom)))
+    regular = cov_ytyp / torch.sqrt(torch.where(denom == 0, 1.0, denom))
+    if diag.shape[-1] != 2:
+        return torch.where(denom == 0, zero, regular)
 
-    tn, fp, fn, tp = confmat[:, 0, 0], confmat[:, 0, 1], confmat[:, 1, 0], confmat[:, 1, 1]
-    # the ``denom == 0`` branch of torchmetrics, evaluated for every row then selected
+    tn, tp = diag[:, 0], diag[:, 1]
+    fp, fn = cols[:, 1] - tp, rows[:, 1] - tp
     sq = math.sqrt(eps)
+    # torchmetrics' ``denom == 0`` branch, evaluated for every row and selected
     deg_num = torch.where(
         (fn == 0) & (tn == 0),
         sq * (tp - fp),
@@ -240,66 +249,54 @@ def _batched_matthews_corrcoef(confmat: Tensor) -> Tensor:
                 torch.where(
                     (tp == 0) & (fp == 0),
                     sq * (tn - fn),
-                    torch.where(
-                        tp == 0,
-                        tn - fp * fn,
-                        torch.where(tn == 0, tp - fp * fn, tp * tn),
-                    ),
+                    torch.where(tp == 0, tn - fp * fn, torch.where(tn == 0, tp - fp * fn, tp * tn)),
                 ),
             ),
         ),
     )
     deg_zero = (tp != 0) & (tn != 0) & (fp != 0) & (fn != 0)
     deg_den = (tp + fp + eps) * (tp + fn + eps) * (tn + fp + eps) * (tn + fn + eps)
-    degenerate = torch.where(deg_zero, zero, deg_num / torch.sqrt(deg_den))
-    regular = numerator / torch.sqrt(torch.where(denom == 0, 1.0, denom))
-    res = torch.where(denom == 0, degenerate, regular)
+    res = torch.where(denom == 0, torch.where(deg_zero, zero, deg_num / torch.sqrt(deg_den)), regular)
     res = torch.where((tp + tn == 0) & (fp + fn != 0), -torch.ones_like(res), res)
     return torch.where((tp + tn != 0) & (fp + fn == 0), torch.ones_like(res), res)
 
 
-def _batched_cohen_kappa(confmat: Tensor, weights: Optional[str]) -> Tensor:
-    """``_cohen_kappa_reduce`` for a batch ``[b, C, C]`` of confusion matrices; returns ``[b]``."""
-    num_classes = confmat.shape[-1]
-    sum0 = confmat.sum(dim=-2, keepdim=True)
-    sum1 = confmat.sum(dim=-1, keepdim=True)
-    expected = sum1 @ sum0 / sum0.sum(dim=(-2, -1), keepdim=True)
+def _kappa_weights(num_classes: int, weights: Optional[str], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The disagreement weight matrix of ``_cohen_kappa_reduce``."""
     if weights is None or weights == "none":
-        w_mat = 1.0 - torch.eye(num_classes, dtype=confmat.dtype, device=confmat.device)
-    else:
-        idx = torch.arange(num_classes, dtype=confmat.dtype, device=confmat.device)
-        diff = idx[None, :] - idx[:, None]
-        w_mat = diff.abs() if weights == "linear" else diff.pow(2.0)
-    k = (w_mat * confmat).sum(dim=(-2, -1)) / (w_mat * expected).sum(dim=(-2, -1))
-    return 1 - k
+        return 1.0 - torch.eye(num_classes, dtype=dtype, device=device)
+    idx = torch.arange(num_classes, dtype=dtype, device=device)
+    diff = idx[None, :] - idx[:, None]
+    return diff.abs() if weights == "linear" else diff.pow(2.0)
 
 
-def _batched_jaccard(
-    confmat: Tensor, average: Optional[str], ignore_index: Optional[int], zero_division: float
+def _kappa_from_marginals(rows: Tensor, cols: Tensor, weighted_disagreement: Tensor, w_mat: Tensor) -> Tensor:
+    """``_cohen_kappa_reduce``: ``1 - Σ w·confmat / Σ w·expected``, expected = outer(rows, cols) / n."""
+    expected = ((rows @ w_mat) * cols).sum(-1) / rows.sum(-1)
+    return 1 - weighted_disagreement / expected
+
+
+def _jaccard_reduce(
+    num: Tensor,
+    denom: Tensor,
+    support: Tensor,
+    present: Optional[Tensor],
+    average: Optional[str],
+    ignore_index: Optional[int],
+    zero_division: float,
 ) -> Tensor:
-    """``_jaccard_index_reduce`` for a batch of confusion matrices.
+    """The averaging of ``_jaccard_index_reduce`` over ``[b, C]`` per-class numerators/denominators.
 
     Args:
-        confmat: ``[b, 2, 2]`` (``average="binary"``), ``[b, C, C]`` or ``[b, L, 2, 2]``, floating.
-        average: as torchmetrics.
-        ignore_index: as torchmetrics (matters for multiclass micro and macro).
-        zero_division: as torchmetrics.
-
-    Returns:
-        ``[b]``, or ``[b, C]`` for ``average=None``/``"none"``.
+        num: intersections ``[b, C]``.
+        denom: unions ``[b, C]``.
+        support: weights of ``average="weighted"`` ``[b, C]``.
+        present: multiclass only: which classes appear as target or prediction (macro weights).
+        average: ``"micro"``, ``"macro"``, ``"weighted"``, ``"none"`` or ``None``.
+        ignore_index: a class index in range is left out of micro and macro (multiclass).
+        zero_division: value of 0/0.
     """
-    if average == "binary":
-        return _safe_divide(
-            confmat[:, 1, 1], confmat[:, 0, 1] + confmat[:, 1, 0] + confmat[:, 1, 1], zero_division
-        )
-    multilabel = confmat.ndim == 4
-    ignore_cond = ignore_index is not None and 0 <= ignore_index < confmat.shape[1]
-    if multilabel:
-        num = confmat[..., 1, 1]
-        denom = confmat[..., 1, 1] + confmat[..., 0, 1] + confmat[..., 1, 0]
-    else:
-        num = confmat.diagonal(dim1=-2, dim2=-1)
-        denom = confmat.sum(-2) + confmat.sum(-1) - num
+    ignore_cond = ignore_index is not None and 0 <= ignore_index < num.shape[-1]
     if average == "micro":
         num = num.sum(-1)
         denom = denom.sum(-1) - (denom[:, ignore_index] if ignore_cond else 0.0)
@@ -307,33 +304,67 @@ def _batched_jaccard(
     if average is None or average in ("none", "micro"):
         return jaccard
     if average == "weighted":
-        weights = confmat[..., 1, 1] + confmat[..., 1, 0] if multilabel else confmat.sum(-1)
+        weights = support
     else:
         weights = torch.ones_like(jaccard)
         if ignore_cond:
             weights[:, ignore_index] = 0.0
-        if not multilabel:
-            weights[confmat.sum(-1) + confmat.sum(-2) == 0] = 0.0
+        if present is not None:
+            weights[~present] = 0.0
     return (weights * jaccard / weights.sum(-1, keepdim=True)).sum(-1)
 
 
-def _stat_scores_from_confmat(confmat: Tensor, task: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """tp, fp, tn, fn from a batch of confusion matrices, as torchmetrics derives them.
+def _stat_scores_reduce(
+    base_metric: Metric, kind: str, task: str, tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor
+) -> Tensor:
+    """torchmetrics' own reduce function, with ``multidim_average="samplewise"`` (dim 0 = replicate)."""
+    m = base_metric
+    average = "binary" if task == "binary" else m.average
+    multilabel = task == "multilabel"
+    sw = "samplewise"
+    if kind == "accuracy":
+        return _accuracy_reduce(tp, fp, tn, fn, average=average, multidim_average=sw, multilabel=multilabel)
+    if kind in ("precision", "recall"):
+        return _precision_recall_reduce(
+            kind, tp, fp, tn, fn, average=average, multidim_average=sw, multilabel=multilabel,
+            zero_division=m.zero_division,
+        )  # fmt: skip
+    if kind == "fbeta":
+        return _fbeta_reduce(
+            tp, fp, tn, fn, m.beta, average=average, multidim_average=sw, multilabel=multilabel,
+            zero_division=m.zero_division,
+        )  # fmt: skip
+    return _specificity_reduce(tp, fp, tn, fn, average=average, multidim_average=sw, multilabel=multilabel)
+
+
+def _multiclass_metric(
+    base_metric: Metric, diag: Tensor, rows: Tensor, cols: Tensor, disagreement: Optional[Tensor]
+) -> Tensor:
+    """A multiclass metric from the marginals of its confusion matrices.
 
     Args:
-        confmat: ``[b, 2, 2]`` (binary), ``[b, C, C]`` (multiclass, rows = target) or ``[b, L, 2, 2]``.
-        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
-
-    Returns:
-        four tensors of shape ``[b]`` (binary) or ``[b, C]``/``[b, L]``.
+        base_metric: the multiclass metric.
+        diag: ``[b, C]`` correct counts per class.
+        rows: ``[b, C]`` target counts per class.
+        cols: ``[b, C]`` predicted counts per class.
+        disagreement: ``[b]`` Σ w·confmat, Cohen's kappa only.
     """
-    if task == "multiclass":
-        tp = confmat.diagonal(dim1=-2, dim2=-1)
-        fp = confmat.sum(-2) - tp
-        fn = confmat.sum(-1) - tp
-        tn = confmat.sum(dim=(-2, -1)).unsqueeze(-1) - (fp + fn + tp)
-        return tp, fp, tn, fn
-    return confmat[..., 1, 1], confmat[..., 0, 1], confmat[..., 0, 0], confmat[..., 1, 0]
+    kind = _SUPPORTED[type(base_metric)][1]
+    if kind in _STAT_SCORE_KINDS:
+        tp = diag
+        fp = cols - diag
+        fn = rows - diag
+        tn = rows.sum(-1, keepdim=True) - (fp + fn + tp)
+        return _stat_scores_reduce(base_metric, kind, "multiclass", tp, fp, tn, fn)
+    if kind == "jaccard":
+        return _jaccard_reduce(
+            diag, rows + cols - diag, rows, rows + cols != 0, base_metric.average, base_metric.ignore_index,
+            base_metric.zero_division,
+        )  # fmt: skip
+    if kind == "mcc":
+        return _matthews_from_marginals(diag, rows, cols)
+    w_mat = _kappa_weights(diag.shape[-1], base_metric.weights, diag.dtype, diag.device)
+    return _kappa_from_marginals(rows, cols, disagreement, w_mat)
 
 
 def confusion_metric_from_counts(base_metric: Metric, confmat: Tensor) -> Tensor:
@@ -341,7 +372,7 @@ def confusion_metric_from_counts(base_metric: Metric, confmat: Tensor) -> Tensor
 
     Uses torchmetrics' own reduce functions (with ``multidim_average="samplewise"``, where dim 0 plays
     the role of the samples) or batched copies of its formulas, so that each row equals what
-    ``base_metric`` would compute from that confusion matrix.
+    ``base_metric`` computes from that confusion matrix (to float32 rounding).
 
     Args:
         base_metric: a metric for which :meth:`ConfusionEngine.supports` is true.
@@ -350,33 +381,36 @@ def confusion_metric_from_counts(base_metric: Metric, confmat: Tensor) -> Tensor
 
     Returns:
         ``[b, *S]`` where ``S`` is the shape of ``base_metric.compute()``.
+
+    Example:
+        >>> import torch
+        >>> from torchmetrics.classification import MulticlassF1Score
+        >>> confmat = torch.tensor([[[3.0, 1, 0], [0, 2, 0], [1, 0, 0]], [[5.0, 0, 0], [0, 0, 0], [0, 0, 0]]])
+        >>> confusion_metric_from_counts(MulticlassF1Score(num_classes=3, average=None), confmat)
+        tensor([[0.7500, 0.8000, 0.0000],
+                [1.0000, 0.0000, 0.0000]])
     """
     task, kind = _SUPPORTED[type(base_metric)]
-    m = base_metric
-    average = "binary" if task == "binary" else getattr(m, "average", None)
+    if task == "multiclass" or kind in ("mcc", "kappa"):
+        square = confmat.sum(1) if confmat.ndim == 4 else confmat  # multilabel MCC pools the labels
+        disagreement = None
+        if kind == "kappa":
+            w_mat = _kappa_weights(square.shape[-1], base_metric.weights, square.dtype, square.device)
+            disagreement = (w_mat * square).sum(dim=(-2, -1))
+        diag, rows, cols = _marginals(square)
+        if task == "multiclass":
+            return _multiclass_metric(base_metric, diag, rows, cols, disagreement)
+        if kind == "mcc":
+            return _matthews_from_marginals(diag, rows, cols)
+        w_mat = _kappa_weights(2, base_metric.weights, square.dtype, square.device)
+        return _kappa_from_marginals(rows, cols, disagreement, w_mat)
+    tn, fp, fn, tp = confmat[..., 0, 0], confmat[..., 0, 1], confmat[..., 1, 0], confmat[..., 1, 1]
     if kind in _STAT_SCORE_KINDS:
-        tp, fp, tn, fn = _stat_scores_from_confmat(confmat, task)
-        multilabel = task == "multilabel"
-        sw = "samplewise"
-        if kind == "accuracy":
-            return _accuracy_reduce(tp, fp, tn, fn, average=average, multidim_average=sw, multilabel=multilabel)
-        if kind in ("precision", "recall"):
-            return _precision_recall_reduce(
-                kind, tp, fp, tn, fn, average=average, multidim_average=sw, multilabel=multilabel,
-                zero_division=m.zero_division,
-            )
-        if kind == "fbeta":
-            return _fbeta_reduce(
-                tp, fp, tn, fn, m.beta, average=average, multidim_average=sw, multilabel=multilabel,
-                zero_division=m.zero_division,
-            )
-        return _specificity_reduce(tp, fp, tn, fn, average=average, multidim_average=sw, multilabel=multilabel)
-    if kind == "jaccard":
-        ignore_index = m.ignore_index if task == "multiclass" else None
-        return _batched_jaccard(confmat, average, ignore_index, m.zero_division)
-    if kind == "mcc":
-        return _batched_matthews_corrcoef(confmat)
-    return _batched_cohen_kappa(confmat, m.weights)
+        return _stat_scores_reduce(base_metric, kind, task, tp, fp, tn, fn)
+    # Jaccard, binary or multilabel
+    if task == "binary":
+        return _safe_divide(tp, fp + fn + tp, zero_division=base_metric.zero_division)
+    return _jaccard_reduce(tp, tp + fp + fn, tp + fn, None, base_metric.average, None, base_metric.zero_division)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -552,38 +586,32 @@ class ConfusionEngine(BootstrapEngine):
         if getattr(self.base_metric, "validate_args", False):
             self._validate(preds, target)
         codes = self._cell_codes(preds, target)
+        device = codes.device
+        b = self.num_bootstraps
         if self.task == "multilabel":
-            if hasattr(self, "cells") and isinstance(self.cells, list):
+            if self.resampling != "poisson" or self.need_jackknife:
                 self.cells.append(codes)
             if self.resampling == "poisson":
                 onehot = torch.nn.functional.one_hot(codes.long(), 5)[..., :4].reshape(codes.shape[0], -1)
                 self.counts += onehot.sum(0)
-                gen = self._update_generator(codes.device)
-                weights = torch.poisson(
-                    torch.ones(self.num_bootstraps, codes.shape[0], dtype=torch.float64, device=codes.device),
-                    generator=gen,
-                )
+                # one Poisson(1) weight per row and replicate, shared by all labels of the row
+                weights = _poisson_one((b, codes.shape[0]), self._update_generator(device), device)
                 self.poisson_counts += weights @ onehot.double()
             return
         k = self.num_cells
-        batch = torch.zeros(k + 1, dtype=torch.long, device=codes.device)
+        batch = torch.zeros(k + 1, dtype=torch.long, device=device)
         batch.scatter_add_(0, codes, torch.ones_like(codes))
         self.counts += batch
-        if self.resampling == "poisson":
-            gen = self._update_generator(codes.device)
-            b = self.num_bootstraps
-            if codes.numel() < k:
-                # one Poisson(1) weight per element and replicate, summed per cell
-                weights = torch.poisson(
-                    torch.ones(b, codes.numel(), dtype=torch.float64, device=codes.device), generator=gen
-                )
-                acc = torch.zeros(b, k + 1, dtype=torch.float64, device=codes.device)
-                acc.scatter_add_(1, codes.expand(b, -1), weights)
-                self.poisson_counts += acc[:, :k]
-            else:
-                # the weights of the m elements of a cell sum to Poisson(m)
-                rates = batch[:k].double().expand(b, k).contiguous()
-                self.poisson_counts += torch.poisson(rates, generator=gen)
+        if self.resampling != "poisson":
+            return
+        gen = self._update_generator(device)
+        if 3 * k < codes.numel():
+            # the Poisson(1) weights of the m elements of a cell sum to Poisson(m): B x K draws
+            self.poisson_counts += torch.poisson(batch[:k].double().expand(b, k).contiguous(), generator=gen)
+        else:
+            # one Poisson(1) weight per element and replicate, added to its cell (ignored ones: 0)
+            weights = _poisson_one((b, codes.numel()), gen, device) * (codes < k)
+            self.poisson_counts.scatter_add_(1, codes.clamp(max=k - 1).expand(b, -1), weights)
 
     # --------------------------------------------------------------------------------------- compute
     def _confmat_view(self, flat: Tensor) -> Tensor:
@@ -597,7 +625,7 @@ class ConfusionEngine(BootstrapEngine):
         return flat.reshape(b, self.base_metric.num_labels, 2, 2)
 
     def metric_from_cells(self, cells: Tensor) -> Tensor:
-        """The wrapped metric on each row of ``cells`` ``[b, K]`` (computed in float32, as torchmetrics does).
+        """The wrapped metric on each row of ``cells`` (computed in float32, as torchmetrics does).
 
         Args:
             cells: counts per cell, integer- or real-valued, shape ``[b, K]``.
@@ -611,103 +639,128 @@ class ConfusionEngine(BootstrapEngine):
         """``base_metric``'s own ``compute`` on the full counts ``[K]`` (long), loaded into a copy."""
         ref = copy.copy(self.base_metric)
         cm = self._confmat_view(full.unsqueeze(0))[0]
-        if self.kind in _STAT_SCORE_KINDS:
-            tp, fp, tn, fn = _stat_scores_from_confmat(cm.unsqueeze(0), self.task)
-            tp, fp, tn, fn = tp[0], fp[0], tn[0], fn[0]
-            if self.task == "binary" or (self.task == "multiclass" and ref.average == "micro"):
+        if self.kind not in _STAT_SCORE_KINDS:
+            ref.confmat = cm
+        elif self.task == "multiclass":
+            tp, rows, cols = _marginals(cm)
+            fp, fn = cols - tp, rows - tp
+            tn = cm.sum() - (fp + fn + tp)
+            if ref.average == "micro":
                 tp, fp, tn, fn = (x.sum().reshape(1) for x in (tp, fp, tn, fn))
             ref.tp, ref.fp, ref.tn, ref.fn = tp, fp, tn, fn
         else:
-            ref.confmat = cm
+            ref.tn, ref.fp, ref.fn, ref.tp = cm[..., 0, 0], cm[..., 0, 1], cm[..., 1, 0], cm[..., 1, 1]
+            if self.task == "binary":
+                ref.tn, ref.fp, ref.fn, ref.tp = (x.reshape(1) for x in (ref.tn, ref.fp, ref.fn, ref.tp))
         # the raw ``compute``, squeezed as torchmetrics' compute wrapper squeezes one-element results
         return _squeeze_if_scalar(type(ref).compute(ref))
 
-    def _atoms(self) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor]]:
-        """What is resampled: the distinct units and how they map to cells.
+    def _atoms(self) -> tuple[Tensor, Tensor, Tensor]:
+        """What is resampled: the distinct units, their counts, and the cells they fall in.
 
         Returns:
-            ``(full, atom_counts, to_cells)``: the full counts ``[K]`` (long), the count of each atom
-            ``[M]`` (non-empty cells, the ignored cell included, or distinct multilabel rows), and a map
-            from per-atom weights ``[b, M]`` (float64) to per-cell counts ``[b, K]``.
+            ``(full, atom_counts, atom_cells)``: the full counts ``[K]`` (long); the count of each atom
+            ``[M]`` (the non-empty cells, ignored cell included, or the distinct multilabel rows); and
+            for binary/multiclass the cell index of each atom ``[M]`` (K for the ignored cell), for
+            multilabel the per-label cells of each row as a float64 one-hot ``[M, K]``.
         """
         k = self.num_cells
         if self.task == "multilabel":
             rows = dim_zero_cat(self.cells) if len(self.cells) else None
-            device = self.device if rows is None else rows.device
             if rows is None or rows.numel() == 0:
+                device = self.device if rows is None else rows.device
                 patterns = torch.zeros(0, self.base_metric.num_labels, dtype=torch.long, device=device)
                 atom_counts = torch.zeros(0, dtype=torch.long, device=device)
             else:
-                patterns, atom_counts = torch.unique(rows.reshape(-1, rows.shape[-1]), dim=0, return_counts=True)
+                patterns, atom_counts = torch.unique(rows, dim=0, return_counts=True)
             onehot = torch.nn.functional.one_hot(patterns.long(), 5)[..., :4].reshape(patterns.shape[0], k)
             full = (onehot * atom_counts.unsqueeze(1)).sum(0)
-            onehot_f = onehot.double()
-            return full, atom_counts, lambda w: w @ onehot_f
-        counts = self.counts
-        nz = torch.nonzero(counts).flatten()
-        idx = nz.clamp(max=k)  # the ignored cell maps to a dropped extra column
+            return full, atom_counts, onehot.double()
+        nz = torch.nonzero(self.counts).flatten()
+        return self.counts[:k], self.counts[nz], nz
 
-        def to_cells(w: Tensor) -> Tensor:
-            out = torch.zeros(w.shape[0], k + 1, dtype=w.dtype, device=w.device)
-            out[:, idx] = w
-            return out[:, :k]
+    def _to_cells(self, weights: Tensor, atom_cells: Tensor) -> Tensor:
+        """Per-atom weights ``[b, M]`` -> per-cell counts ``[b, K]`` (the ignored cell dropped)."""
+        if self.task == "multilabel":
+            return weights @ atom_cells
+        out = torch.zeros(weights.shape[0], self.num_cells + 1, dtype=weights.dtype, device=weights.device)
+        out[:, atom_cells] = weights
+        return out[:, : self.num_cells]
 
-        return counts[:k], counts[nz], to_cells
-
-    def _chunked_metric(self, weights: Tensor, to_cells: Callable[[Tensor], Tensor]) -> Tensor:
-        """Metric of ``to_cells(weights)`` for weights ``[b, M]``, in chunks of rows to bound memory."""
+    def _chunked_metric(self, weights: Tensor, atom_cells: Optional[Tensor]) -> Tensor:
+        """The metric of the replicates ``weights`` ``[B, M]`` (per atom, or per cell when ``atom_cells``
+        is None), in chunks of rows to bound memory."""
         rows = max(1, _CHUNK_ELEMENTS // max(1, self.num_cells))
-        return torch.cat([self.metric_from_cells(to_cells(chunk)) for chunk in weights.split(rows)])
-
-    def _jackknife(self, full: Tensor, atom_counts: Tensor, to_cells: Callable[[Tensor], Tensor]) -> Tensor:
-        """Leave-one-out values, one per atom: the metric of ``full`` minus one unit of that atom."""
-        num_atoms = atom_counts.numel()
-        rows = max(1, _CHUNK_ELEMENTS // max(1, self.num_cells, num_atoms))
-        base = full.double().unsqueeze(0)
         outs = []
-        for start in range(0, num_atoms, rows):
-            stop = min(num_atoms, start + rows)
-            removed = torch.zeros(stop - start, num_atoms, dtype=torch.float64, device=full.device)
-            removed[torch.arange(stop - start, device=full.device), torch.arange(start, stop, device=full.device)] = 1.0
-            outs.append(self.metric_from_cells(base - to_cells(removed)))
-        if not outs:
-            return torch.zeros(0, dtype=torch.float32, device=full.device)
+        for chunk in weights.split(rows):
+            cells = chunk if atom_cells is None else self._to_cells(chunk, atom_cells)
+            outs.append(self.metric_from_cells(cells))
         return torch.cat(outs)
+
+    def _jackknife(self, full: Tensor, atom_cells: Tensor) -> Tensor:
+        """Leave-one-out values, one per atom: the metric of ``full`` less one unit of that atom.
+
+        Multiclass works on the marginals (removing a unit of cell (t, p) lowers ``rows[t]``,
+        ``cols[p]`` and, if t = p, ``diag[t]`` by one): O(M · C) rather than O(M · C²).
+        """
+        num_atoms = atom_cells.shape[0]
+        device = full.device
+        if self.task == "multiclass":
+            c = self.base_metric.num_classes
+            cm = full.float().reshape(1, c, c)
+            diag, rows, cols = _marginals(cm)
+            valid = atom_cells < c * c
+            t = torch.where(valid, atom_cells // c, 0)
+            p = torch.where(valid, atom_cells % c, 0)
+            one = valid.float().unsqueeze(1)
+            rows = rows.repeat(num_atoms, 1).scatter_add_(1, t.unsqueeze(1), -one)
+            cols = cols.repeat(num_atoms, 1).scatter_add_(1, p.unsqueeze(1), -one)
+            diag = diag.repeat(num_atoms, 1).scatter_add_(1, t.unsqueeze(1), -one * (t == p).unsqueeze(1))
+            disagreement = None
+            if self.kind == "kappa":
+                w_mat = _kappa_weights(c, self.base_metric.weights, cm.dtype, device)
+                disagreement = (w_mat * cm).sum() - w_mat[t, p] * valid
+            return _multiclass_metric(self.base_metric, diag, rows, cols, disagreement)
+        base = full.double().unsqueeze(0)
+        rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, self.num_cells))
+        outs = [torch.zeros((0,), device=device)]
+        for start in range(0, num_atoms, rows_per_chunk):
+            stop = min(num_atoms, start + rows_per_chunk)
+            if self.task == "multilabel":
+                removed = atom_cells[start:stop]
+            else:
+                eye = torch.eye(stop - start, dtype=torch.float64, device=device)
+                removed = self._to_cells(eye, atom_cells[start:stop])
+            outs.append(self.metric_from_cells(base - removed).reshape(stop - start, -1))
+        return torch.cat(outs) if num_atoms else outs[0]
+
+    def _draw(self, atom_counts: Tensor) -> Tensor:
+        """Per-atom replicate weights ``[B, M]`` (multinomial or Bayesian), from stream 0 of the seed."""
+        gen = self.generator(atom_counts.device, stream=0)
+        if self.resampling == "multinomial":
+            return _multinomial_rows(atom_counts, self.num_bootstraps, gen)
+        return _dirichlet_rows(atom_counts, self.num_bootstraps, gen)
 
     def replicate_cells(self) -> Tensor:
         """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
         if self.resampling == "poisson":
             return self.poisson_counts
-        _, atom_counts, to_cells = self._atoms()
-        return to_cells(self._draw(atom_counts))
-
-    def _draw(self, atom_counts: Tensor) -> Tensor:
-        gen = self.generator(atom_counts.device, stream=0)
-        if self.resampling == "multinomial":
-            return _multinomial_rows(atom_counts, self.num_bootstraps, gen)
-        if self.resampling == "bayesian":
-            return _dirichlet_rows(atom_counts, self.num_bootstraps, gen)
-        return self.poisson_counts
+        _, atom_counts, atom_cells = self._atoms()
+        return self._to_cells(self._draw(atom_counts), atom_cells)
 
     def compute(self) -> EngineOutput:
         """Value on all data, B replicates and (when asked) the weighted distinct jackknife values."""
-        if self.resampling == "poisson" and self.task == "multilabel":
-            full = self.counts
-            value = self._value(full)
-            replicates = self._chunked_metric(self.poisson_counts, lambda w: w)
-            atoms = self._atoms() if self.need_jackknife else None
+        poisson_multilabel = self.resampling == "poisson" and self.task == "multilabel"
+        atoms = None if poisson_multilabel and not self.need_jackknife else self._atoms()
+        full = self.counts if poisson_multilabel else atoms[0]
+        value = self._value(full)
+        if self.resampling == "poisson":
+            replicates = self._chunked_metric(self.poisson_counts, None)
         else:
-            atoms = self._atoms()
-            full, atom_counts, to_cells = atoms
-            value = self._value(full)
-            if self.resampling == "poisson":
-                replicates = self._chunked_metric(self.poisson_counts, lambda w: w)
-            else:
-                replicates = self._chunked_metric(self._draw(atom_counts), to_cells)
+            replicates = self._chunked_metric(self._draw(atoms[1]), atoms[2])
         replicates = replicates.reshape(self.num_bootstraps, *value.shape)
         jackknife = weights = None
-        if self.need_jackknife and atoms is not None:
-            full, atom_counts, to_cells = atoms
-            jackknife = self._jackknife(full, atom_counts, to_cells).reshape(atom_counts.numel(), *value.shape)
-            weights = atom_counts
+        if self.need_jackknife:
+            _, weights, atom_cells = atoms
+            jackknife = self._jackknife(full, atom_cells).reshape(weights.numel(), *value.shape)
         return EngineOutput(value=value, replicates=replicates, jackknife=jackknife, jackknife_weights=weights)
