@@ -249,6 +249,20 @@ def test_value_with_extra_dimensions(task, factory):
     assert int(out.jackknife_weights.sum()) == target.numel() // (L if task == "multilabel" else 1)
 
 
+@pytest.mark.parametrize(
+    "factory", [lambda: BinaryJaccardIndex(ignore_index=-1), lambda: BinaryF1Score(ignore_index=-1)]
+)
+def test_binary_logit_detection_on_kept_elements(factory):
+    """Confusion-matrix metrics drop ignored elements before deciding that preds are logits."""
+    preds = torch.tensor([0.2, 0.7, 0.6, 0.9, 5.0, -3.0])
+    target = torch.tensor([0, 1, 0, 1, -1, -1])
+    metric = factory()
+    engine = _engine(metric)
+    metric.update(preds, target)
+    engine.update(preds, target)
+    torch.testing.assert_close(engine.compute().value, metric.compute(), rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------------------------------
 # the batched formulas equal torchmetrics on random and degenerate confusion matrices
 # --------------------------------------------------------------------------------------------------

@@ -558,23 +558,35 @@ class ConfusionEngine(BootstrapEngine):
             in ``[0, 4]`` (4 = ignored).
         """
         m = self.base_metric
+        ignore_index = m.ignore_index
         if self.task == "binary":
-            preds, target = _binary_stat_scores_format(preds, target, m.threshold, m.ignore_index)
+            if ignore_index is not None and self.kind not in _STAT_SCORE_KINDS and preds.is_floating_point():
+                # torchmetrics' confusion-matrix format drops ignored elements *before* deciding whether
+                # preds are logits; decide on the kept elements only, without a host sync
+                preds, target = preds.reshape(-1), target.reshape(-1)
+                kept = target != ignore_index
+                logits = (((preds < 0) | (preds > 1)) & kept).any()
+                preds = torch.where(logits, preds.sigmoid(), preds) > m.threshold
+            else:
+                preds, target = _binary_stat_scores_format(preds, target, m.threshold, None)
             preds, target = preds.reshape(-1).long(), target.reshape(-1).long()
-            return torch.where(target < 0, 4, 2 * target + preds)
+            code = 2 * target + preds
+            return code if ignore_index is None else torch.where(target == ignore_index, 4, code)
         if self.task == "multiclass":
             preds, target = _multiclass_stat_scores_format(preds, target, top_k=1)
             preds, target = preds.reshape(-1).long(), target.reshape(-1).long()
             c = m.num_classes
             code = target * c + preds
-            if m.ignore_index is not None:
-                code = torch.where(target == m.ignore_index, c * c, code)
-            return code
-        preds, target = _multilabel_stat_scores_format(preds, target, m.num_labels, m.threshold, m.ignore_index)
+            return code if ignore_index is None else torch.where(target == ignore_index, c * c, code)
+        # ignore_index is applied here with ``where`` (torchmetrics' masked assignment would sync on GPU)
+        preds, target = _multilabel_stat_scores_format(preds, target, m.num_labels, m.threshold, None)
         # [N, L, X] -> [N * X, L]: one unit per (sample, position), as torchmetrics' confusion matrix
         preds = preds.movedim(-1, 1).reshape(-1, m.num_labels).long()
         target = target.movedim(-1, 1).reshape(-1, m.num_labels).long()
-        return torch.where(target < 0, 4, 2 * target + preds).to(torch.uint8)
+        code = 2 * target + preds
+        if ignore_index is not None:
+            code = torch.where(target == ignore_index, 4, code)
+        return code.to(torch.uint8)
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch, with exactly the arguments the wrapped metric takes.
