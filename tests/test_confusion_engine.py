@@ -442,6 +442,29 @@ def test_multilabel_multinomial_resamples_rows():
     assert torch.equal(cells.sum(-1), torch.full((500, 3), 80.0, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("resampling", ["multinomial", "bayesian"])
+def test_draws_in_chunks_of_replicates(monkeypatch, resampling):
+    """With many distinct rows the per-atom weights are drawn in chunks of B; still exact and invariant."""
+    from lightning_ci.bootstrap import confusion
+
+    monkeypatch.setattr(confusion, "_DRAW_ELEMENTS", 500)  # 150 replicates x ~40 rows -> chunks of 12
+    metric = MultilabelF1Score(num_labels=6, average="macro")
+    g = torch.Generator().manual_seed(15)
+    target = torch.randint(2, (60, 6), generator=g)
+    preds = torch.rand(60, 6, generator=g)
+    one = _engine(metric, resampling, b=150, seed=1)
+    one.update(preds, target)
+    cells = one.replicate_cells()
+    torch.testing.assert_close(cells.reshape(150, 6, 4).sum(-1), torch.full((150, 6), 60.0, dtype=torch.float64))
+    ref = one.compute()
+    assert ref.replicates.shape == (150,)
+    many = _engine(metric, resampling, b=150, seed=1)
+    for i in range(0, 60, 7):
+        many.update(preds[i : i + 7], target[i : i + 7])
+    torch.testing.assert_close(many.compute().replicates, ref.replicates, rtol=0, atol=0, equal_nan=True)
+    assert ref.replicates.std() > 0
+
+
 # --------------------------------------------------------------------------------------------------
 # jackknife
 # --------------------------------------------------------------------------------------------------

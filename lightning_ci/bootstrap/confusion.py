@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -117,6 +118,8 @@ _STAT_SCORE_KINDS = ("accuracy", "precision", "recall", "fbeta", "specificity")
 
 # the metric of a chunk of replicates is computed on at most this many count entries at once
 _CHUNK_ELEMENTS = 1 << 22
+# per-atom replicate weights (float64) are drawn in chunks of at most this many entries (64 MiB)
+_DRAW_ELEMENTS = 1 << 23
 
 
 # --------------------------------------------------------------------------------------------------
@@ -746,19 +749,25 @@ class ConfusionEngine(BootstrapEngine):
             outs.append(self.metric_from_cells(base - removed).reshape(stop - start, -1))
         return torch.cat(outs) if num_atoms else outs[0]
 
-    def _draw(self, atom_counts: Tensor) -> Tensor:
-        """Per-atom replicate weights ``[B, M]`` (multinomial or Bayesian), from stream 0 of the seed."""
+    def _draw_chunks(self, atom_counts: Tensor) -> Iterator[Tensor]:
+        """Per-atom replicate weights (multinomial or Bayesian), ``[rows, M]`` chunks of the B replicates.
+
+        All chunks come from one generator on stream 0 of the seed, and the chunk size depends only on
+        B and M, so the replicates are a function of the counts and the seed alone.
+        """
         gen = self.generator(atom_counts.device, stream=0)
-        if self.resampling == "multinomial":
-            return _multinomial_rows(atom_counts, self.num_bootstraps, gen)
-        return _dirichlet_rows(atom_counts, self.num_bootstraps, gen)
+        sampler = _multinomial_rows if self.resampling == "multinomial" else _dirichlet_rows
+        b = self.num_bootstraps
+        rows = b if b * atom_counts.numel() <= _DRAW_ELEMENTS else max(1, _DRAW_ELEMENTS // atom_counts.numel())
+        for start in range(0, b, rows):
+            yield sampler(atom_counts, min(rows, b - start), gen)
 
     def replicate_cells(self) -> Tensor:
         """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
         if self.resampling == "poisson":
             return self.poisson_counts
         _, atom_counts, atom_cells = self._atoms()
-        return self._to_cells(self._draw(atom_counts), atom_cells)
+        return torch.cat([self._to_cells(w, atom_cells) for w in self._draw_chunks(atom_counts)])
 
     def compute(self) -> EngineOutput:
         """Value on all data, B replicates and (when asked) the weighted distinct jackknife values."""
@@ -769,7 +778,7 @@ class ConfusionEngine(BootstrapEngine):
         if self.resampling == "poisson":
             replicates = self._chunked_metric(self.poisson_counts, None)
         else:
-            replicates = self._chunked_metric(self._draw(atoms[1]), atoms[2])
+            replicates = torch.cat([self._chunked_metric(w, atoms[2]) for w in self._draw_chunks(atoms[1])])
         replicates = replicates.reshape(self.num_bootstraps, *value.shape)
         jackknife = weights = None
         if self.need_jackknife:
