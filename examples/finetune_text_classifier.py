@@ -599,8 +599,9 @@ def plot_metrics(
         twin.step(epochs, factors, where="mid", color="0.4", linestyle="--", label="accumulation factor")
         twin.set_ylim(0, max([f for f in factors if f == f] + [1]) * 1.25)
         twin.set_ylabel("accumulation factor", color="0.4")
-        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
+        if ax is axes[0]:
+            handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+            ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -673,7 +674,7 @@ def run(args: argparse.Namespace) -> None:
         pass
     trainer = pl.Trainer(
         max_epochs=args.epochs, accelerator=args.accelerator, devices=parse_devices(args.devices),
-        precision=args.precision, logger=loggers, log_every_n_steps=10, deterministic=False,
+        precision=args.precision, logger=loggers, log_every_n_steps=10,
         callbacks=[accumulation, checkpoint, LearningRateMonitor(logging_interval="step")],
     )
     rank_zero_info(f"train: {len(train_texts)} texts, validation: {len(val_texts)} texts,"

@@ -139,7 +139,7 @@ def _main_error(capsys: pytest.CaptureFixture, tmp_path: Path, *args: str) -> st
      ("0:0", "at least 1"), ("0:1,0:2", "appears twice"), ("-1:2", "is not EPOCH:FACTOR")],
 )
 def test_bad_schedule_string(capsys, tmp_path, schedule, expected):
-    err = _main_error(capsys, tmp_path, "--schedule", schedule)
+    err = _main_error(capsys, tmp_path, f"--schedule={schedule}")
     assert "--schedule" in err and expected in err
 
 
