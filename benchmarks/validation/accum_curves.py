@@ -56,7 +56,7 @@ def load_example() -> Any:
 
 @dataclass
 class CurveConfig:
-    n_train: int = 512  # a seeded subset of the 2,000 training texts; a multiple of b·k·checks_per_epoch
+    n_train: int = 384  # a seeded subset of the 2,000 training texts; a multiple of b·k·checks_per_epoch
     n_val: int = 300  # a seeded subset of the 600 validation texts
     max_length: int = 48
     epochs: int = 3

@@ -244,11 +244,18 @@ def run_case(case: ExactCase, optimizer: str, seed: int) -> dict[str, Optional[f
     return out
 
 
-def run_exactness(seeds: list[int], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """One row per (case, optimizer): the largest ``max |Δw|`` over ``seeds`` for each method."""
+def run_exactness(
+    seeds: list[int], optimizers: Optional[tuple[str, ...]] = None, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """One row per (case, optimizer): the largest ``max |Δw|`` over ``seeds`` for each method.
+
+    ``optimizers`` restricts the optimizers of every case (``--quick`` runs SGD only).
+    """
     rows = []
     for case in CASES:
         for optimizer in case.optimizers:
+            if optimizers is not None and optimizer not in optimizers:
+                continue
             per_seed = [run_case(case, optimizer, s) for s in seeds]
             worst = {
                 m: (None if per_seed[0][m] is None else max(r[m] for r in per_seed))  # type: ignore[type-var]

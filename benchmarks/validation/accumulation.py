@@ -44,6 +44,10 @@ QUICK_SEEDS = [0]
 FLOOR_BOUND = 1e-10  # what "at the rounding floor" must satisfy (float64 rounding here is ~1e-16)
 
 
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
 def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -67,6 +71,7 @@ def machine_info() -> dict[str, str]:
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": str(os.cpu_count()),
+        "load_average_1min": f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a",
         "torch_threads": str(torch.get_num_threads()),
         "torch": torch.__version__,
         "lightning": lightning.__version__,
@@ -199,8 +204,22 @@ def curves_conclusion(cv: dict[str, Any]) -> str:
     return text
 
 
-def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr_png: str) -> Path:
+def machine_line(res: dict[str, Any]) -> str:
     info = res["machine"]
+    versions = [f"Python {info['python']}", f"torch {info['torch']}", f"lightning {info['lightning']}",
+                f"torchmetrics {info['torchmetrics']}"]
+    if "transformers" in info:
+        versions.append(f"transformers {info['transformers']}")
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items())
+    return (
+        f"Machine: {info['cpu']}, {info['cpu_count']} CPU cores, {info['torch_threads']} torch thread(s), no GPU;"
+        f" {info['platform']}. {', '.join(versions)}. Wall time {res['seconds_total']:.0f} s ({seconds}), with a"
+        f" 1-minute load average of {info.get('load_average_1min', 'n/a')} when the run started: the machine was"
+        " shared with other jobs, so the times say little about speed."
+    )
+
+
+def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr_png: str) -> Path:
     seeds = res["exactness_seeds"]
     ex, st = res["exactness"], res["step_totals"]
     ours_worst = max(r["max_abs_dw"]["ours"] for r in ex)
@@ -208,6 +227,10 @@ def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr
     partial = [r for r in ex if r["max_abs_dw"]["GAS"] > 1e-6]
     lit_min = min(r["max_abs_dw"]["GAS"] for r in partial) if partial else math.nan
     lit_max = max(r["max_abs_dw"]["GAS"] for r in partial) if partial else math.nan
+    both = [r["max_abs_dw"] for r in ex if r["max_abs_dw"]["Trainer(k)"] is not None]
+    same = all(w["GAS"] == w["Trainer(k)"] for w in both)
+    spellings = ("both spellings give bit-identical weights wherever both apply" if same
+                 else "the two spellings differ in some rows; see the table")
     control = [r for r in ex if r["case"].startswith("full windows")]
     control_worst = max(max(v for v in r["max_abs_dw"].values() if v is not None) for r in control)
     head = st[0]
@@ -217,14 +240,10 @@ def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr
         "Regenerate everything in this section (tables, plots, `docs/validation/accumulation_results.json`):",
         "",
         "```bash",
-        res["command"],
+        *dict.fromkeys(res["commands"].values()),
         "```",
         "",
-        f"Machine: {info['cpu']}, {info['cpu_count']} CPU cores ({info['torch_threads']} torch threads), no GPU;"
-        f" {info['platform']}. Python {info['python']}, torch {info['torch']}, lightning {info['lightning']},"
-        f" torchmetrics {info['torchmetrics']}" + (f", transformers {info['transformers']}" if "transformers" in info
-                                                    else "") + f". Wall time: {res['seconds_total']:.0f} s"
-        f" ({', '.join(f'{k} {v:.0f} s' for k, v in res['seconds'].items())}).",
+        machine_line(res),
         "",
         "### Exactness against the large batch (float64)",
         "",
@@ -246,14 +265,15 @@ def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr
         exactness_table(ex),
         "",
         f"Ours stays at the floor in every row (worst {e(ours_worst)}, floor worst {e(floor_worst)}). Lightning's"
-        f" built-in (both spellings give the same weights) matches only when every window is full and every"
+        f" built-in ({spellings}) matches only when every window is full and every"
         f" micro-batch holds the same number of items (the control rows, worst {e(control_worst)}). A partial"
         " last window (it divides by k although the window has fewer micro-batches), a short last batch"
         " (micro-batches of unequal size weigh the same) and token-level losses (each micro-batch's token"
         f" mean weighs the same, whatever its token count) each move it off, by {e(lit_min)} to {e(lit_max)}"
         " here. The size of that error depends on the learning rate, the epochs and the data (the 5.5e-2 in"
         " REFERENCES.md is one such setup); it is never at the floor. Without `num_items`, ours is exact per"
-        " sequence but not per token, which is what the last column shows.",
+        " sequence but not per token, which is what the last column shows (with full windows of equal"
+        " sequence counts it weighs micro-batches exactly as Lightning does, hence the equal numbers).",
         "",
         "### LR-schedule step totals",
         "",
@@ -366,16 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-curves", action="store_true", help="skip the MiniLM training curves")
     p.add_argument("--seeds", type=int, default=None, help="number of exactness seeds (default 5, 1 with --quick)")
     p.add_argument("--curve-seed", type=int, default=42)
-    p.add_argument("--n-train", type=int, default=None, help="training texts for the curves (default 512)")
+    p.add_argument("--n-train", type=int, default=None, help="training texts for the curves (default 384)")
     p.add_argument("--n-val", type=int, default=None, help="validation texts for the curves (default 300)")
     p.add_argument("--seed-control", action="store_true",
                    help="add a third curve run: batch b*k with seed + 1 (run-to-run variation)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (1 is faster on a CPU shared with other jobs)")
     p.add_argument("--epochs", type=int, default=None, help="epochs for the curves (default 3)")
+    p.add_argument("--parts", default=None,
+                   help="comma-separated subset of exactness,steps,curves; the others are kept from OUT's saved"
+                        " results (default: all, from scratch)")
+    p.add_argument("--from-json", action="store_true",
+                   help="only re-render accumulation.md and the plots from OUT/accumulation_results.json")
     p.add_argument("--link-prefix", default="validation/",
                    help="prefix of the plot links in the fragment (relative to docs/)")
     return p
+
+
+PARTS = ("exactness", "steps", "curves")
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -387,26 +415,44 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shown = ["python", "benchmarks/validation/accumulation.py", *(argv if argv is not None else sys.argv[1:])]
-    seeds = list(range(args.seeds)) if args.seeds else (QUICK_SEEDS if args.quick else FULL_SEEDS)
-    res: dict[str, Any] = {"command": " ".join(shown), "machine": machine_info(), "exactness_seeds": seeds,
-                           "seconds": {}}
-    t_all = time.perf_counter()
+    if args.from_json:
+        return render_from_json(out, args.link_prefix)
+    parts = [p.strip() for p in args.parts.split(",")] if args.parts else list(PARTS)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise SystemExit(f"--parts: unknown part(s) {unknown}; choose from {list(PARTS)}")
+    if args.no_curves and "curves" in parts:
+        parts.remove("curves")
+    json_path = out / "accumulation_results.json"
+    res: dict[str, Any] = {}
+    if args.parts and json_path.is_file():  # a subset: update the other parts' saved results
+        res = json.loads(json_path.read_text(encoding="utf-8"))
+    shown = " ".join(["python", "benchmarks/validation/accumulation.py", *(argv if argv is not None else sys.argv[1:])])
+    res.setdefault("commands", {})
+    res.setdefault("seconds", {})
+    if not args.parts:
+        res["commands"] = {}
+        res["seconds"] = {}
+        res.pop("curves", None)
+    res["machine"] = machine_info()
 
-    print(f"exactness ({len(seeds)} seed(s))", flush=True)
-    t0 = time.perf_counter()
-    res["exactness"] = accum_exact.run_exactness(seeds)
-    res["seconds"]["exactness"] = time.perf_counter() - t0
+    if "exactness" in parts:
+        seeds = list(range(args.seeds)) if args.seeds else (QUICK_SEEDS if args.quick else FULL_SEEDS)
+        log(f"exactness ({len(seeds)} seed(s))")
+        t0 = time.perf_counter()
+        res["exactness_seeds"] = seeds
+        res["exactness"] = accum_exact.run_exactness(seeds, ("SGD",) if args.quick else None, log=log)
+        res["seconds"]["exactness"] = time.perf_counter() - t0
+        res["commands"]["exactness"] = shown
 
-    print("step totals", flush=True)
-    t0 = time.perf_counter()
-    res["step_totals"] = accum_steps.run_step_totals()
-    res["seconds"]["step totals"] = time.perf_counter() - t0
-    lr_png = out / "accumulation_lr.png"
-    plot_lr(res["step_totals"], lr_png)
+    if "steps" in parts:
+        log("step totals")
+        t0 = time.perf_counter()
+        res["step_totals"] = accum_steps.run_step_totals(log=log)
+        res["seconds"]["step totals"] = time.perf_counter() - t0
+        res["commands"]["steps"] = shown
 
-    curves_png: Optional[str] = None
-    if not args.no_curves:
+    if "curves" in parts:
         import accum_curves
 
         cfg = accum_curves.quick_config() if args.quick else accum_curves.CurveConfig()
@@ -418,17 +464,41 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         if args.n_val is not None:
             cfg.n_val = args.n_val
         cfg.seed_control = cfg.seed_control or args.seed_control
-        print("training curves", flush=True)
+        log("training curves")
         t0 = time.perf_counter()
-        res["machine"].update(machine_info())  # transformers is imported by now
-        res["curves"] = accum_curves.run_curves(cfg)
+        res["curves"] = accum_curves.run_curves(cfg, log=log)
         res["seconds"]["curves"] = time.perf_counter() - t0
+        res["commands"]["curves"] = shown
+        res["machine"] = machine_info()  # transformers is imported by now
+    res["seconds_total"] = sum(res["seconds"].values())
+    if args.parts and json_path.is_file():  # another part may have finished meanwhile: merge again
+        saved = json.loads(json_path.read_text(encoding="utf-8"))
+        for key in ("exactness", "exactness_seeds", "step_totals", "curves"):
+            if key in saved and key not in res:
+                res[key] = saved[key]
+        for key in ("commands", "seconds"):
+            res[key] = {**saved.get(key, {}), **res[key]}
+        res["seconds_total"] = sum(res["seconds"].values())
+    json_path.write_text(json.dumps(res, indent=1, default=float) + "\n", encoding="utf-8")
+    if "exactness" in res and "step_totals" in res:
+        render_from_json(out, args.link_prefix)
+    else:
+        log(f"saved {json_path}; run the remaining parts to write the fragment")
+    return res
+
+
+def render_from_json(out: Path, link_prefix: str) -> dict[str, Any]:
+    """Re-render the fragment and the plots from the saved results (no training: the numbers are unchanged)."""
+    res = json.loads((out / "accumulation_results.json").read_text(encoding="utf-8"))
+    plot_lr(res["step_totals"], out / "accumulation_lr.png")
+    curves_png = None
+    if res.get("curves"):
+        import accum_curves
+
         accum_curves.plot_curves(res["curves"], out / "accumulation_curves.png")
-        curves_png = f"{args.link_prefix}accumulation_curves.png"
-    res["seconds_total"] = time.perf_counter() - t_all
-    (out / "accumulation_results.json").write_text(json.dumps(res, indent=1, default=float) + "\n", encoding="utf-8")
-    path = write_fragment(out, res, curves_png, f"{args.link_prefix}accumulation_lr.png")
-    print(f"wrote {path}, {out / 'accumulation_results.json'} and the plots in {res['seconds_total']:.0f} s")
+        curves_png = f"{link_prefix}accumulation_curves.png"
+    path = write_fragment(out, res, curves_png, f"{link_prefix}accumulation_lr.png")
+    print(f"re-rendered {path} and the plots from {out / 'accumulation_results.json'}")
     return res
 
 
