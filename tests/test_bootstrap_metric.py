@@ -252,6 +252,20 @@ def test_seed_fixes_result_and_different_seeds_differ(case):
     assert not torch.equal(torch.stack([a["lower"], a["upper"]]), torch.stack([c["lower"], c["upper"]]))
 
 
+def test_seed_setter_reseeds_like_a_fresh_instance():
+    data = _binary(200)
+    m = BootstrapMetric(BinaryAccuracy(), num_bootstraps=50, resampling="poisson", seed=1)
+    _run(m, data)
+    m.reset()
+    m.seed = 2
+    res = _run(m, data)
+    ref = _run(BootstrapMetric(BinaryAccuracy(), num_bootstraps=50, resampling="poisson", seed=2), data)
+    for key in ref:
+        assert torch.equal(res[key], ref[key]), key
+    with pytest.raises(TypeError, match="seed"):
+        m.seed = "2"
+
+
 def test_seed_none_draws_distinct_seeds():
     assert BootstrapMetric(BinaryAccuracy()).seed != BootstrapMetric(BinaryAccuracy()).seed
 

@@ -210,13 +210,25 @@ class BootstrapMetric(WrapperMetric):
         engine_metric.reset()
         engine_cls = select_engine(engine_metric, resampling)
         self.engine = engine_cls(engine_metric, num_bootstraps, resampling, seed, method == "bca", **kwargs)
-        self._batch_metric = deepcopy(base_metric)  # forward's batch value only
-        self._batch_metric.reset()
+        self._batch_metric: Optional[Metric] = None  # made on the first forward (batch values only)
 
     @property
     def seed(self) -> int:
-        """The seed of the replicate engine (drawn with :mod:`secrets` when ``seed=None``)."""
+        """The seed of the replicate engine (drawn with :mod:`secrets` when ``seed=None``).
+
+        It can be set, e.g. ``metric.seed = epoch`` right after ``reset()``, to give each evaluation
+        independent bootstrap noise while staying reproducible. Set it on every rank alike under DDP.
+        """
         return self.engine.seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Expected argument `seed` to be an integer but received {value!r}")
+        self.engine.seed = int(value)
+        self.engine._upd_gen = None  # the Poisson update stream restarts from the new seed
+        self.engine._computed = None
+        self._seed_given = self._seed_synced = True
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Update the bootstrap state; takes exactly what the wrapped metric's ``update`` takes."""
@@ -225,6 +237,10 @@ class BootstrapMetric(WrapperMetric):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Update the bootstrap state and return the wrapped metric's value on this batch alone."""
         self.engine.update(*args, **kwargs)
+        if self._batch_metric is None:
+            batch_metric = deepcopy(self.engine.base_metric)
+            batch_metric.reset()
+            self._batch_metric = batch_metric.to(self.device)
         self._batch_metric.reset()
         value = self._batch_metric(*args, **kwargs)
         self._batch_metric.reset()
@@ -276,7 +292,8 @@ class BootstrapMetric(WrapperMetric):
     def reset(self) -> None:
         """Reset to a fresh state (the seed is kept; the Poisson update stream restarts)."""
         self.engine.reset()
-        self._batch_metric.reset()
+        if self._batch_metric is not None:
+            self._batch_metric.reset()
         super().reset()
 
     def plot(
