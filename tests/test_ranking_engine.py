@@ -36,23 +36,24 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _binary_data(n: int, seed: int, ties: bool = True, logits: bool = False) -> tuple[Tensor, Tensor]:
+def _binary_data(n: int, seed: int, ties=True, logits: bool = False) -> tuple[Tensor, Tensor]:
+    """Scores with heavy ties (``ties=True``: 1 decimal), some ties (``ties=2``: 2 decimals) or none."""
     g = torch.Generator().manual_seed(seed)
     target = (torch.rand(n, generator=g) < 0.4).long()
     preds = (0.35 * target + 0.65 * torch.rand(n, generator=g)).clamp(0, 1)
     if ties:
-        preds = preds.round(decimals=1)
+        preds = preds.round(decimals=1 if ties is True else ties)
     if logits:
         preds = torch.logit(preds.clamp(0.01, 0.99)) * 1.7
     return preds, target
 
 
-def _multiclass_data(n: int, c: int, seed: int, ties: bool = True, logits: bool = True) -> tuple[Tensor, Tensor]:
+def _multiclass_data(n: int, c: int, seed: int, ties=True, logits: bool = True) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(c, (n,), generator=g)
     preds = torch.randn(n, c, generator=g) + 1.2 * torch.nn.functional.one_hot(target, c)
     if ties:
-        preds = preds.round(decimals=0)
+        preds = preds.round(decimals=0 if ties is True else ties - 1)
     if not logits:
         preds = preds.softmax(1)
     return preds, target
@@ -110,10 +111,15 @@ CASES = [("bin_auroc", None), ("bin_ap", None)] + [
 @pytest.mark.parametrize("thresholds", THRESHOLDS, ids=["exact", "int", "list", "tensor"])
 @pytest.mark.parametrize(("name", "average"), CASES)
 def test_value_matches_torchmetrics(name, average, thresholds):
-    for mode, ignore_index, logits in (("multinomial", None, False), ("poisson", -1, True), ("bayesian", 2, False)):
+    # heavy ties take the per-(tie group, label) cell path, few or no ties the per-sample path
+    for mode, ignore_index, logits, ties in (
+        ("multinomial", None, False, False),
+        ("poisson", -1, True, True),
+        ("bayesian", 2, False, 2),
+    ):
         if name.startswith("mc") and ignore_index == 2:
             ignore_index = 5
-        preds, target = _data(name, 90, seed=3, ignore_index=ignore_index, logits=logits)
+        preds, target = _data(name, 90, seed=3, ignore_index=ignore_index, logits=logits, ties=ties)
         ref = _metric(name, thresholds, ignore_index, average)
         jack = mode != "poisson"  # binned Poisson without jackknife keeps histograms only: test that path too
         eng = RankingEngine(_metric(name, thresholds, ignore_index, average), 20, mode, 0, need_jackknife=jack)
@@ -161,7 +167,7 @@ def _patched_weights(monkeypatch, weights: Tensor) -> None:
     def draw(self, mode, rows, gen):
         out = weights[state["row"] : state["row"] + rows].to(torch.float32)
         state["row"] += rows
-        return out
+        return ranking._Draw(weights=out)
 
     monkeypatch.setattr(ranking._Workspace, "draw", draw)
 
@@ -179,9 +185,10 @@ def _patched_weights(monkeypatch, weights: Tensor) -> None:
         ("mc_ap", "macro", [0.1, 0.3, 0.5, 0.2]),
     ],
 )
-def test_integer_weights_equal_repeated_data(monkeypatch, name, average, thresholds):
+@pytest.mark.parametrize("ties", [True, 2, False], ids=["heavy-ties", "some-ties", "no-ties"])
+def test_integer_weights_equal_repeated_data(monkeypatch, name, average, thresholds, ties):
     n, b = 40, 6
-    preds, target = _data(name, n, seed=5, logits=False)
+    preds, target = _data(name, n, seed=5, logits=False, ties=ties)
     eng = RankingEngine(_metric(name, thresholds, None, average), b, "multinomial", 0, need_jackknife=False)
     eng.update(preds, target)
     cp, ct = eng._samples()  # the canonical order the weights refer to

@@ -63,6 +63,24 @@ _KERNEL_DTYPE = torch.float64
 # ------------------------------------------------------------------------------------------------------------
 
 
+def _group_auroc(tp: Tensor, fp: Tensor) -> tuple[Tensor, Tensor]:
+    """AUROC from cumulative counts ``[R, G]`` at tie-grouped thresholds (descending score): the trapezoid."""
+    pos, neg = tp[:, -1], fp[:, -1]
+    tp_prev = F.pad(tp[:, :-1], (1, 0))
+    twice_area = _rowdot(fp - F.pad(fp[:, :-1], (1, 0)), tp + tp_prev)
+    undefined = (pos <= 0) | (neg <= 0)
+    return torch.where(undefined, torch.zeros_like(pos), twice_area / (2 * pos * neg)), undefined
+
+
+def _group_ap(tp: Tensor, fp: Tensor) -> tuple[Tensor, Tensor]:
+    """AP ``sum_k (R_k - R_{k-1}) P_k`` from cumulative counts ``[R, G]`` at tie-grouped thresholds."""
+    pos = tp[:, -1]
+    precision = tp / (tp + fp).clamp_min(torch.finfo(tp.dtype).tiny)
+    undefined = pos <= 0
+    value = _rowdot(tp - F.pad(tp[:, :-1], (1, 0)), precision) / pos
+    return torch.where(undefined, torch.zeros_like(pos), value), undefined
+
+
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise dot product of two ``[R, n]`` tensors without materialising their product."""
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
@@ -201,6 +219,25 @@ def _poisson1(shape: tuple[int, ...], gen: torch.Generator, device: torch.device
     return torch.bucketize(u, _poisson1_cdf(device), right=True)
 
 
+class _Draw:
+    """One chunk of replicate weights over the n samples: multinomial draws are kept as indices."""
+
+    def __init__(self, weights: Optional[Tensor] = None, idx: Optional[Tensor] = None, ones: Optional[Tensor] = None):
+        self._weights, self.idx, self._ones = weights, idx, ones
+
+    @property
+    def rows(self) -> int:
+        return (self.idx if self.idx is not None else self._weights).shape[0]
+
+    def weights(self) -> Tensor:
+        """``[rows, n]`` float32 weights (multinomial: the counts of each sample, built once on demand)."""
+        if self._weights is None:
+            rows, n = self.idx.shape
+            buf = torch.zeros((rows, n), dtype=torch.float32, device=self.idx.device)
+            self._weights = buf.scatter_add_(1, self.idx, self._ones[:rows])
+        return self._weights
+
+
 class _Workspace:
     """Reusable buffers for drawing chunks of ``[rows, n]`` sample weights."""
 
@@ -209,17 +246,16 @@ class _Workspace:
         self.ones = torch.ones((step, n), dtype=torch.float32, device=device)
         self.cdf = _poisson1_cdf(device)
 
-    def draw(self, mode: str, rows: int, gen: torch.Generator) -> Tensor:
-        """``[rows, n]`` float32 weights: multinomial counts, Exp(1) (Dirichlet up to scale) or Poisson(1)."""
+    def draw(self, mode: str, rows: int, gen: torch.Generator) -> _Draw:
+        """Multinomial draws (indices), Exp(1) weights (Dirichlet up to scale) or Poisson(1) weights."""
         w = self.weights[:rows]
         n = w.shape[1]
         if mode == "multinomial":
-            idx = torch.randint(n, (rows, n), generator=gen, device=w.device)
-            return w.zero_().scatter_add_(1, idx, self.ones[:rows])
+            return _Draw(idx=torch.randint(n, (rows, n), generator=gen, device=w.device), ones=self.ones)
         u = torch.rand((rows, n), generator=gen, dtype=torch.float64, device=w.device)
         if mode == "bayesian":  # Exp(1) = Gamma(1); normalising to Dirichlet(1,...,1) changes no metric
-            return w.copy_(u.neg_().log1p_().neg_())
-        return w.copy_(torch.bucketize(u, self.cdf, right=True))
+            return _Draw(weights=w.copy_(u.neg_().log1p_().neg_()))
+        return _Draw(weights=w.copy_(torch.bucketize(u, self.cdf, right=True)))
 
 
 def _cell_weights(mode: str, rows: int, counts: Tensor, gen: torch.Generator) -> Tensor:
@@ -626,23 +662,48 @@ class RankingEngine(BootstrapEngine):
             ys.append((labels[:, j] if perm is None else labels[perm, j]).to(torch.float32))
 
         kernel = _sample_auroc if self._is_auroc else _sample_ap
+        group_kernel = _group_auroc if self._is_auroc else _group_ap
+        # with many ties (G << n) accumulate the weights per (tie group, label) cell and work on [R, G]
+        cell_of: list[Optional[Tensor]] = []
+        for j in range(c):
+            if 4 * ends[j].numel() > n:
+                cell_of.append(None)
+                continue
+            group = torch.empty(n, dtype=torch.long, device=device)
+            group[perms[j] if perms[j] is not None else slice(None)] = _group_ids(ends[j], n)
+            cell_of.append(2 * group + labels[:, j].long())
 
-        def per_class(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        def per_class(draw: _Draw) -> tuple[Tensor, Tensor, Tensor]:
             vs, us, ss = [], [], []
             for j in range(c):
-                wj = w if perms[j] is None else w[:, perms[j]]
-                y = ys[j].to(w.dtype)
-                v, u = kernel(wj, y, end_idx[j])
+                if cell_of[j] is not None:
+                    g = ends[j].numel()
+                    if draw.idx is not None:  # multinomial: count the drawn samples' cells directly
+                        h = torch.zeros((draw.rows, 2 * g), dtype=torch.float32, device=device)
+                        h.scatter_add_(1, cell_of[j][draw.idx], draw._ones[: draw.rows])
+                    else:
+                        w = draw.weights()
+                        h = torch.zeros((draw.rows, 2 * g), dtype=w.dtype, device=device)
+                        h.scatter_add_(1, cell_of[j].expand_as(w), w)
+                    h = h.to(_KERNEL_DTYPE).view(draw.rows, g, 2).cumsum(1)
+                    v, u = group_kernel(h[..., 1], h[..., 0])
+                    support = h[:, -1, 1]
+                else:
+                    w = draw.weights()
+                    wj = w if perms[j] is None else w[:, perms[j]]
+                    y = ys[j].to(w.dtype)
+                    v, u = kernel(wj, y, end_idx[j])
+                    support = _rowdot(wj, y.expand_as(wj)) if self._average == "weighted" else v
                 if not self._is_auroc:
                     v = self._fill_exact_ap(v, u, all_zero)
                 vs.append(v.to(_KERNEL_DTYPE))
                 us.append(u)
-                ss.append(_rowdot(wj, y.expand_as(wj)).to(_KERNEL_DTYPE) if self._average == "weighted" else v)
+                ss.append(support.to(_KERNEL_DTYPE))
             return torch.stack(vs, 1), torch.stack(us, 1), torch.stack(ss, 1)
 
         if n == 0:
             raise ValueError("No samples to compute the metric on: call `update` first")
-        fv, fu, fs = per_class(torch.ones((1, n), dtype=_KERNEL_DTYPE, device=device))
+        fv, fu, fs = per_class(_Draw(weights=torch.ones((1, n), dtype=_KERNEL_DTYPE, device=device)))
         value = self._reduce(fv, fu, fs, None)[0]
         full = (fv[0], fu[0])
         reps = self._replicates(n, lambda w: self._reduce(*per_class(w), full), device)
@@ -651,7 +712,7 @@ class RankingEngine(BootstrapEngine):
             out.jackknife, out.jackknife_weights = self._exact_jackknife(perms, ends, ys, labels, full, all_zero)
         return out
 
-    def _replicates(self, n: int, fn: Callable[[Tensor], Tensor], device: torch.device) -> Tensor:
+    def _replicates(self, n: int, fn: Callable[[_Draw], Tensor], device: torch.device) -> Tensor:
         """Run ``fn`` on chunks of ``[rows, n]`` sample weights and concatenate the ``[rows, *S]`` results."""
         gen = self.generator(device)
         step = min(self.num_bootstraps, max(1, _CHUNK_ELEMENTS // max(1, n * self._num_classes)))
@@ -677,7 +738,8 @@ class RankingEngine(BootstrapEngine):
             reps = self._reduce(*self._per_class_binned(whist), full)
         else:
 
-            def fn(w: Tensor) -> Tensor:
+            def fn(draw: _Draw) -> Tensor:
+                w = draw.weights()
                 rows = w.shape[0]
                 h = torch.zeros((rows, c * 2 * k), dtype=torch.float32, device=device)
                 src = w[:, :, None].expand(rows, n, c).reshape(rows, -1)
