@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--scipy-batch", type=int, default=200, help="scipy's `batch` for BCa (bounds memory)")
+    parser.add_argument("--ties", action="store_true", help="round the scores to 3 decimals (heavy ties)")
     parser.add_argument("--quick", action="store_true", help="smoke run: n=2000, B=200, 1 repeat")
     args = parser.parse_args()
     if args.quick:
@@ -67,7 +68,9 @@ def main() -> None:
 
     gen = torch.Generator().manual_seed(0)
     target = (torch.rand(n, generator=gen) < 0.3).long()
-    preds = (torch.rand(n, generator=gen) + 0.5 * target).div(1.5).round(decimals=3)  # realistic ties
+    preds = (torch.rand(n, generator=gen) + 0.5 * target).div(1.5)
+    if args.ties:  # scores rounded to 3 decimals: about 1,000 distinct values
+        preds = preds.round(decimals=3)
     p_np, t_np = preds.numpy().astype(np.float64), target.numpy().astype(np.float64)
 
     def ours(method: str) -> dict:
@@ -91,7 +94,7 @@ def main() -> None:
     ours("percentile")  # warm-up (imports, allocator)
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(
-        f"n={n} B={b} repeats={args.repeats} torch={torch.__version__} scipy={scipy.__version__}"
+        f"n={n} B={b} ties={args.ties} repeats={args.repeats} torch={torch.__version__} scipy={scipy.__version__}"
         f" threads={torch.get_num_threads()} cpus={os.cpu_count()} loadavg={os.getloadavg()[0]:.2f}"
         f" machine={platform.machine()}"
     )
