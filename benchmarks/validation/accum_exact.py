@@ -196,6 +196,8 @@ class ExactCase:
 CASES: tuple[ExactCase, ...] = (
     ExactCase("full windows (control)", "linear", 40, 4, {0: 5}, 3, "nothing: every window full, equal batches"),
     ExactCase("partial last window", "linear", 40, 4, {0: 4}, 3, "the last window has 2 of 4 micro-batches"),
+    ExactCase("epoch shorter than k", "linear", 40, 4, {0: 16}, 3,
+              "10 batches, factor 16: each epoch is one partial window (Lightning #21808)"),
     ExactCase("short last batch", "linear", 46, 4, {0: 3}, 3, "full windows, but the last batch has 2 samples"),
     ExactCase("schedule {0: 5, 1: 3}", "linear", 46, 4, {0: 5, 1: 3}, 2,
               "a partial window (e0) and a short last batch (e1)"),
