@@ -16,12 +16,30 @@ How a replicate is made:
   grouped into one threshold exactly as torchmetrics' curves do, and the metric follows from them:
   AUROC is the trapezoid under the tie-grouped ROC curve (the probability that a random positive outranks a
   random negative, ties counting 1/2), AP is torchmetrics' step sum :math:`\\sum_k (R_k - R_{k-1}) P_k`.
+- With heavy ties (fewer than n / 4 distinct scores) the weights are first summed per (tie group, label)
+  cell, and multinomial draws are counted straight into those cells, so the work is on ``[chunk, G]``.
 - Replicates are computed in chunks over B, so memory stays bounded (about ``_CHUNK_ELEMENTS`` elements per
   ``[chunk, n]`` work tensor).
+- ``poisson`` with ``thresholds=None`` draws its Poisson(1) weights at compute time, from the compute generator,
+  over the canonical order (the samples must be kept anyway for the value). Poisson(1) and Exp(1) variates are
+  drawn by inversion of float64 uniforms from the engine's own generator; the global RNG is never used.
+- Jackknife (for BCa): AUROC's leave-one-out values have a closed form from the tie-grouped counts (removing a
+  positive takes away its tie-aware count of negatives below it and one positive from the denominator), and so
+  does AP (prefix/suffix sums over the tie groups); both are O(n) after the sort. Samples in the same tie group
+  with the same label share a value, so binary returns one value per (group, label) with its multiplicity;
+  multiclass returns one value per sample. A leave-one-out value that is undefined (the only positive removed)
+  is NaN. With binned thresholds there is one value per histogram cell.
+
+torchmetrics decides per ``update`` whether scores are logits (any value outside [0, 1] in that batch) and then
+applies sigmoid/softmax; the engine does the same, so ``value`` matches, but with logits the result can depend
+on how the data is split into batches (in torchmetrics too). Pass probabilities for batch-invariant results.
+Ignored samples (``ignore_index``) stay in the sample state, marked, and are dropped at compute, so that
+``update`` never synchronises with the host.
 
 Memory: with ``thresholds=None`` the engine keeps every (formatted) sample, as torchmetrics does, so memory
 grows with n in every resampling mode. With binned thresholds, ``poisson`` keeps ``[B, C, 2, T + 1]`` weighted
-histograms drawn at update time (constant memory in n); binary binned ``multinomial``/``bayesian`` keep only
+histograms drawn at update time (constant memory in n; for binary, the Poisson(1) weights of the m samples
+of a cell are drawn at once as Poisson(m)); binary binned ``multinomial``/``bayesian`` keep only
 the ``[2, T + 1]`` histogram, because a multinomial (Dirichlet) draw over samples aggregates exactly into a
 multinomial (Dirichlet) draw over histogram cells. Multiclass binned ``multinomial``/``bayesian`` keep the
 samples (the classes of one sample must be resampled jointly).
