@@ -239,7 +239,8 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(
-        f"MiniLM, {result['n_train']} train / {result['n_val']} validation texts, seed {cfg['seed']}, one run per curve;"
+        f"MiniLM, {result['n_train']} train / {result['n_val']} validation texts, seed {cfg['seed']},"
+        " one run per curve;"
         f" bands: {cfg['confidence_level']:.0%} bootstrap intervals (B={cfg['num_bootstraps']},"
         f" {result['interval_method']})",
         fontsize=10,
