@@ -305,6 +305,51 @@ def reduced_lines(results: dict[str, Any]) -> list[str]:
     return sorted(out)
 
 
+def _get(results: dict[str, Any], metric: str, n: int, name: str) -> dict[str, Any] | None:
+    cell = results["cells"].get(f"{metric}|{n}")
+    return None if cell is None else _configs(cell).get(name)
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """Plain statements read off the tables (every number comes from the JSON)."""
+    out = []
+    pct, bca = config_name("multinomial", "percentile"), config_name("multinomial", "bca")
+    for metric in METRICS:
+        cells = _cells(results, metric)
+        if not cells:
+            continue
+        parts = []
+        for c in cells:
+            a, b = _get(results, metric, c["n"], pct), _get(results, metric, c["n"], bca)
+            if a and b:
+                parts.append(f"n={c['n']}: {100 * a['coverage']:.1f}% → {100 * b['coverage']:.1f}%")
+        out.append(f"- {TITLES[metric]}, percentile → BCa (multinomial): " + "; ".join(parts) + ".")
+    for bs in (1, 8):
+        name = f"BootStrapper multinomial bs={bs}"
+        parts = []
+        for metric in METRICS:
+            for c in _cells(results, metric):
+                st = _get(results, metric, c["n"], name)
+                if st:
+                    parts.append(f"{100 * st['coverage']:.1f}%")
+        if parts:
+            out.append(f"- torchmetrics `BootStrapper` multinomial at batch size {bs}: coverage ranges "
+                       f"{min(parts, key=lambda x: float(x[:-1]))}–{max(parts, key=lambda x: float(x[:-1]))} "
+                       "over all cells (within-batch resampling; at batch size 1 every copy sees the same data, "
+                       "so the interval has zero width).")
+    for metric in METRICS:
+        cells = _cells(results, metric)
+        if not cells:
+            continue
+        n = cells[-1]["n"]
+        a, b = _get(results, metric, n, bca), _get(results, metric, n, "scipy.stats.bootstrap BCa")
+        if a and b and a.get("median_time_ms") and b.get("median_time_ms"):
+            out.append(f"- {TITLES[metric]}, n={n}: one BCa interval takes {a['median_time_ms']:.0f} ms with "
+                       f"`BootstrapMetric` against {b['median_time_ms']:.0f} ms with `scipy.stats.bootstrap` "
+                       f"({b['median_time_ms'] / a['median_time_ms']:.1f}× CPU time, same B).")
+    return out
+
+
 def write_report(results: dict[str, Any], out: Path, args: Any = None) -> None:
     meta = results["meta"]
     pngs = [
@@ -403,6 +448,7 @@ def write_report(results: dict[str, Any], out: Path, args: Any = None) -> None:
         md += [f"- {r}" for r in red]
     else:
         md += ["None: every group ran on every set."]
+    md += ["", "### Findings", "", *findings(results)]
     md += ["", "### Which `method` should be the default", "", recommendation(results), ""]
     md += ["<details><summary>Every (metric, n, method): coverage, Monte Carlo error, misses, width, time"
            "</summary>", ""]
