@@ -168,6 +168,10 @@ def resolve_smoke_defaults(args: argparse.Namespace) -> argparse.Namespace:
         raise ExampleError("--epochs and --batch-size must be at least 1, and --max-length at least 2")
     if not 0 <= args.warmup_ratio < 1:
         raise ExampleError(f"--warmup-ratio must be in [0, 1), not {args.warmup_ratio}")
+    if not 0 < args.confidence_level < 1 or args.num_bootstraps < 2:
+        raise ExampleError("--confidence-level must be in (0, 1) and --num-bootstraps at least 2")
+    if any(n is not None and n < 1 for n in (args.max_train_samples, args.max_val_samples)):
+        raise ExampleError("--max-train-samples and --max-val-samples must be at least 1")
     return args
 
 
@@ -674,7 +678,7 @@ def run(args: argparse.Namespace) -> None:
         pass
     trainer = pl.Trainer(
         max_epochs=args.epochs, accelerator=args.accelerator, devices=parse_devices(args.devices),
-        precision=args.precision, logger=loggers, log_every_n_steps=10,
+        precision=args.precision, logger=loggers, log_every_n_steps=5,
         callbacks=[accumulation, checkpoint, LearningRateMonitor(logging_interval="step")],
     )
     rank_zero_info(f"train: {len(train_texts)} texts, validation: {len(val_texts)} texts,"

@@ -37,7 +37,7 @@ def _load_script():
 ftc = _load_script()
 
 
-def _run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
     """Run the script as a user would, offline (no hub is reachable from CI anyway)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(
@@ -56,7 +56,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("smoke")
-    proc = _run_script("--smoke", "--output-dir", str(out))
+    # Under a minute on an idle 2-core CPU; the generous timeout only guards against a hang on a busy one.
+    proc = _run_script("--smoke", "--output-dir", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc, out
 
@@ -143,14 +144,6 @@ def test_bad_schedule_string(capsys, tmp_path, schedule, expected):
     assert "--schedule" in err and expected in err
 
 
-def test_bad_schedule_exits_nonzero_as_a_script():
-    # Fails before anything is loaded; the real exit status, and no traceback.
-    proc = _run_script("--schedule", "0:4,3:x", timeout=120)
-    assert proc.returncode == 2
-    assert "error: --schedule '0:4,3:x'" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def test_unknown_model_path(capsys, tmp_path):
     err = _main_error(capsys, tmp_path, "--model", str(tmp_path / "no_such_model"))
     assert "--model" in err and "no such model folder" in err
@@ -190,7 +183,8 @@ def test_hub_model_name_offline(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_hub_dataset_name_offline_as_a_script(tmp_path):
-    proc = _run_script("--dataset", "lightning-ci-test/no-such-dataset", "--output-dir", str(tmp_path), timeout=180)
+    # Also the one error path run as a real script: exit status 2, one line, no traceback.
+    proc = _run_script("--dataset", "lightning-ci-test/no-such-dataset", "--output-dir", str(tmp_path), timeout=600)
     assert proc.returncode == 2
     assert "error: --dataset 'lightning-ci-test/no-such-dataset'" in proc.stderr
     assert "HF_HUB_OFFLINE=1" in proc.stderr
