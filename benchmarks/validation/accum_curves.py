@@ -15,8 +15,9 @@ same optimizer steps on the same validation set with the same bootstrap seed. Th
 - dropout: the masks are drawn from the global RNG per forward pass, so 4 passes over 8 texts draw other
   masks than 1 pass over 32 texts.
 
-A second pair with every dropout probability set to 0 isolates the rounding; a third run (batch b·k, seed
-``seed + 1``: another head, sample order and dropout masks) shows how far two equally valid runs drift apart.
+A second pair with every dropout probability set to 0 isolates the rounding; a control run (batch b·k, the
+same head and sample order, but the global RNG that draws the dropout masks seeded with ``seed + 1``) shows
+how far two large-batch runs drift apart on other dropout masks alone.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class CurveConfig:
     seed: int = 42
     val_batch: int = 64
     dropout_off_pair: bool = True
-    seed_control: bool = False
+    seed_control: bool = True  # the dropout-seed control run
 
     @property
     def steps_per_epoch(self) -> int:
@@ -122,8 +123,8 @@ def run_curves(cfg: CurveConfig, log: Callable[[str], None] = print) -> dict[str
     collate = ex.Collate(tokenizer, cfg.max_length)
     val_loader = DataLoader(ex.TextDataset(val_texts, val_labels), batch_size=cfg.val_batch, collate_fn=collate)
 
-    def one_run(batch: int, factor: int, seed: int, dropout: bool) -> dict[str, Any]:
-        pl.seed_everything(seed, workers=True, verbose=False)
+    def one_run(batch: int, factor: int, seed: int, dropout: bool, dropout_seed: int) -> dict[str, Any]:
+        pl.seed_everything(dropout_seed, workers=True, verbose=False)  # the global RNG: dropout masks
         model = copy.deepcopy(template)
         with torch.no_grad():  # the head, drawn from `seed` as transformers initialises it
             g = torch.Generator().manual_seed(seed)
@@ -154,26 +155,29 @@ def run_curves(cfg: CurveConfig, log: Callable[[str], None] = print) -> dict[str
             trainer.fit(module, loader, val_loader)
         seconds = time.perf_counter() - t0
         label = f"b={batch}, k={factor}, seed {seed}, dropout {'on' if dropout else 'off'}"
+        if dropout_seed != seed:
+            label += f", dropout RNG seed {dropout_seed}"
         log(f"    {label}: {trainer.global_step} steps, {seconds:.0f} s, final val_acc"
             f" {recorder.points[-1].get('val_acc', math.nan):.4f}")
         return {
             "label": label, "micro_batch": batch, "factor": factor, "seed": seed, "dropout": dropout,
+            "dropout_seed": dropout_seed,
             "global_step": trainer.global_step, "seconds": seconds, "points": recorder.points,
             "lrs": recorder.lrs, "weights": _flat(module.model), "w0": w0,
         }
 
     b, k = cfg.micro_batch, cfg.factor
-    plan: list[tuple[str, int, int, int, bool]] = [
-        ("accumulated", b, k, cfg.seed, True), ("large batch", b * k, 1, cfg.seed, True),
+    s = cfg.seed
+    plan: list[tuple[str, int, int, int, bool, int]] = [
+        ("accumulated", b, k, s, True, s), ("large batch", b * k, 1, s, True, s),
     ]
     if cfg.dropout_off_pair:
-        plan += [("accumulated, no dropout", b, k, cfg.seed, False),
-                 ("large batch, no dropout", b * k, 1, cfg.seed, False)]
+        plan += [("accumulated, no dropout", b, k, s, False, s), ("large batch, no dropout", b * k, 1, s, False, s)]
     if cfg.seed_control:
-        plan.append(("large batch, other seed", b * k, 1, cfg.seed + 1, True))
+        plan.append(("large batch, other dropout seed", b * k, 1, s, True, s + 1))
     runs = {}
-    for name, batch, factor, seed, dropout in plan:
-        runs[name] = one_run(batch, factor, seed, dropout)
+    for name, batch, factor, seed, dropout, dropout_seed in plan:
+        runs[name] = one_run(batch, factor, seed, dropout, dropout_seed)
 
     def pair(a: str, c: str) -> dict[str, Any]:
         ra, rc = runs[a], runs[c]
@@ -193,7 +197,7 @@ def run_curves(cfg: CurveConfig, log: Callable[[str], None] = print) -> dict[str
     if cfg.dropout_off_pair:
         pairs["dropout off"] = pair("accumulated, no dropout", "large batch, no dropout")
     if cfg.seed_control:
-        pairs["seed control"] = pair("large batch", "large batch, other seed")
+        pairs["dropout-seed control"] = pair("large batch", "large batch, other dropout seed")
     for name, p in pairs.items():
         log(f"    {name}: max|dw|={p['max_abs_dw']:.2e} rel={p['rel_l2_dw']:.2e} {p['max_metric_diff']}")
     for r in runs.values():
@@ -230,10 +234,10 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
                 ax.fill_between(x, [p[f"{m}_lower"] for p in pts], [p[f"{m}_upper"] for p in pts],
                                 color=styles[s]["color"], alpha=0.15)
                 ax.plot(x, [p[m] for p in pts], label=lab, **styles[s])
-            if i == 0 and "large batch, other seed" in runs:
-                pts = runs["large batch, other seed"]["points"]
+            if i == 0 and "large batch, other dropout seed" in runs:
+                pts = runs["large batch, other dropout seed"]["points"]
                 ax.plot([p["step"] for p in pts], [p[m] for p in pts], color="0.5", linestyle=":", marker=".",
-                        label=f"batch {b * k}, seed {cfg['seed'] + 1} (no band)")
+                        label=f"batch {b * k}, dropout RNG seed {cfg['seed'] + 1} (no band)")
             ax.set_title(f"validation {mname}, {title}")
             ax.set_xlabel("optimizer step")
             ax.grid(alpha=0.3)
