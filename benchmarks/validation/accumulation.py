@@ -451,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="docs/validation", help="output folder (default: docs/validation)")
     p.add_argument("--quick", action="store_true",
-                   help="1 exactness seed and a tiny curve run (64 texts, 1 epoch): a smoke run")
+                   help="a smoke run: 1 exactness seed, SGD only, no MLP; 4 step-total cases;"
+                        " tiny curves (64 texts, 1 epoch)")
     p.add_argument("--no-curves", action="store_true", help="skip the MiniLM training curves")
     p.add_argument("--seeds", type=int, default=None, help="number of exactness seeds (default 5, 1 with --quick)")
     p.add_argument("--curve-seed", type=int, default=42)
@@ -510,14 +511,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         log(f"exactness ({len(seeds)} seed(s))")
         t0 = time.perf_counter()
         res["exactness_seeds"] = seeds
-        res["exactness"] = accum_exact.run_exactness(seeds, ("SGD",) if args.quick else None, log=log)
+        res["exactness"] = accum_exact.run_exactness(seeds, quick=args.quick, log=log)
         res["seconds"]["exactness"] = time.perf_counter() - t0
         res["commands"]["exactness"] = shown
 
     if "steps" in parts:
         log("step totals")
         t0 = time.perf_counter()
-        res["step_totals"] = accum_steps.run_step_totals(log=log)
+        res["step_totals"] = accum_steps.run_step_totals(quick=args.quick, log=log)
         res["seconds"]["step totals"] = time.perf_counter() - t0
         res["commands"]["steps"] = shown
 
