@@ -266,6 +266,22 @@ def machine_line(res: dict[str, Any]) -> str:
     )
 
 
+def constant_note(st: list[dict[str, Any]]) -> str:
+    """With our callback, Lightning's estimate is wrong even for a constant factor (the Trainer's k is still 1)."""
+    rows = [r for r in st if r["lightning_side"].startswith("Trainer(") and r["estimated_stepping_batches"]
+            != r["estimate_under_lightning"]]
+    if not rows:
+        return ""
+    r = rows[0]
+    return (
+        f" Note: with our callback the Trainer's own factor stays 1 until training starts, so"
+        f" `estimated_stepping_batches` is wrong even for a constant factor: in the control row it reads"
+        f" {r['estimated_stepping_batches']} under `AccumulationScheduler({{0: {r['factors'][0]}}})`, against"
+        f" {r['estimate_under_lightning']} under `{r['lightning_side']}`. Size LR schedules with"
+        " `total_optimizer_steps`."
+    )
+
+
 def adam_note(ex: list[dict[str, Any]]) -> str:
     """Rows where Lightning is off, but by less than 1e-6: AdamW's invariance to a constant gradient scale."""
     small = [r for r in ex if r["optimizer"] == "AdamW" and (seed_range(r, "GAS")[1] or 0) < 1e-6
@@ -359,9 +375,7 @@ def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr
         f" {head['estimate_under_lightning']} against {head['global_step_ours']} real steps, so a linear decay"
         f" sized by it ends at {head['end_lr_frac_estimate']:.1%} of the peak LR instead of 0 (it decays"
         f" {head['estimate_over_real']:.2f}× too slowly). It is right only for a constant"
-        " `Trainer(accumulate_grad_batches=k)` and when `max_steps` binds. Note: with"
-        " `AccumulationScheduler({0: k})` the Trainer's own factor stays 1 until training starts, so"
-        " `estimated_stepping_batches` is wrong there too; size schedules with `total_optimizer_steps`.",
+        " `Trainer(accumulate_grad_batches=k)` and when `max_steps` binds." + constant_note(st),
         "",
         f"![LR under the two sizings]({lr_png})",
         "",
