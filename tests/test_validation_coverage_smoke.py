@@ -26,8 +26,9 @@ def _load():
 
 def test_coverage_study_smoke(tmp_path):
     coverage = _load()
-    argv = ["--sims", "20", "--num-bootstraps", "100", "--sizes", "50", "--timing-sims", "1",
-            "--validation-sims", "2", "--out", str(tmp_path)]
+    sims = 12
+    argv = ["--sims", str(sims), "--num-bootstraps", "100", "--sizes", "50", "--timing-sims", "1",
+            "--validation-sims", "1", "--out", str(tmp_path)]
     coverage.main(argv)
 
     results = json.loads((tmp_path / "coverage_results.json").read_text())
@@ -41,12 +42,12 @@ def test_coverage_study_smoke(tmp_path):
         assert set(cell["groups"]) == {"ours", "closed_form", "bootstrapper", "scipy"}
         names = set()
         for group in cell["groups"].values():
-            assert group["sims"] == 20 and group["B"] == 100
+            assert group["sims"] == sims and group["B"] == 100
             for name, st in group["configs"].items():
                 names.add(name)
                 assert 0.0 <= st["coverage"] <= 1.0, (key, name)
-                assert st["mcse"] == pytest.approx(math.sqrt(st["coverage"] * (1 - st["coverage"]) / 20))
-                assert st["miss_low"] + st["miss_high"] + st["nan"] == round(20 * (1 - st["coverage"]))
+                assert st["mcse"] == pytest.approx(math.sqrt(st["coverage"] * (1 - st["coverage"]) / sims))
+                assert st["miss_low"] + st["miss_high"] + st["nan"] == round(sims * (1 - st["coverage"]))
         ours = {n for n in names if n.startswith("ours")}
         assert len(ours) == 9  # 4 methods x (multinomial, poisson) + bayesian percentile
         assert expected[key] | {"scipy.stats.bootstrap BCa", "BootStrapper multinomial bs=1"} <= names

@@ -49,6 +49,7 @@ from coverage_sim import METRICS, simulate, true_value
 SIZES = (50, 100, 300, 1000, 5000)
 BATCH_SIZES = (1, 8, 64)
 TIMING_SIMS = 10
+GROUPS = ("ours", "closed_form", "bootstrapper", "scipy")
 # Sets per group where the study runs fewer than --sims, set by the compute available for the committed run (a
 # shared, heavily loaded 2-core machine). Keys: (metric or "*", n or "*"); the most specific key wins. The report
 # lists every such cell. ``--no-caps`` lifts them all.
@@ -221,11 +222,9 @@ def machine_info() -> dict[str, str]:
 def _update_results(path: Path, mutate) -> dict[str, Any]:
     """Read-merge-write the JSON under an exclusive lock (two processes may run different metrics at once)."""
     import fcntl
-    import hashlib
-    import tempfile
 
-    tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-    with open(Path(tempfile.gettempdir()) / f"lightning_ci_coverage_{tag}.lock", "w") as lock:
+    lock_path = path.with_suffix(".lock")
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(path.read_text()) if path.exists() else {}
         results.setdefault("cells", {})
@@ -235,6 +234,19 @@ def _update_results(path: Path, mutate) -> dict[str, Any]:
         tmp.replace(path)
         fcntl.flock(lock, fcntl.LOCK_UN)
     return results
+
+
+def _remove_lock(path: Path) -> None:
+    """Remove the lock file when no other process of the study holds it."""
+    import fcntl
+
+    lock_path = path.with_suffix(".lock")
+    try:
+        with open(lock_path) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_path.unlink()
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -249,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--report-only", action="store_true", help="only rewrite coverage.md and the plots")
     parser.add_argument("--timing-sims", type=int, default=TIMING_SIMS)
     parser.add_argument("--no-caps", action="store_true", help="run every group on all --sims sets")
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS),
+                        help="run only these groups (e.g. to split the study over processes)")
     parser.add_argument("--validation-sims", type=int, default=None,
                         help="sets per (strategy, batch size 8 and 64) in the validation; batch size 1 skipped")
     parser.add_argument("--out", default="docs/validation")
@@ -283,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results.setdefault("meta", meta)
 
     results = _update_results(path, set_meta)
-    groups = [] if (args.report_only or args.validation_only) else ["ours", "closed_form", "bootstrapper", "scipy"]
+    groups = [] if (args.report_only or args.validation_only) else [g for g in GROUPS if g in args.groups]
     data_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
     for gname in groups:  # priority: every cell of ours first, then the anchors
         for metric in args.metrics:
@@ -328,6 +342,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             val["cpu_s"] = time.process_time() - t0
             results = _update_results(path, lambda r: r.__setitem__("validation", val))
     report.write_report(results, out, args)
+    if args.report_only:
+        _remove_lock(path)
     return results
 
 
