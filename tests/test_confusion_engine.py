@@ -574,10 +574,16 @@ def test_poisson_state_shape_and_mean(task, factory, sizes):
         engine.update(p, t)
         metric.update(p, t)
     k = {"binary": 4, "multiclass": C * C, "multilabel": 4 * L}[task]
-    assert engine.poisson_counts.shape == (b, k)
+    cells = engine.replicate_cells()
+    assert cells.shape == (b, k)
+    if task == "multilabel":  # drawn per row at update time into a constant-size state
+        assert engine.poisson_counts.shape == (b, k)
     counts = (engine.counts[:k] if task != "multilabel" else engine.counts).double()
     # each cell count is Poisson(m): the mean of B of them has sd sqrt(m / B)
-    assert ((engine.poisson_counts.mean(0) - counts).abs() <= 5 * (counts / b).sqrt() + 1e-12).all()
+    assert ((cells.mean(0) - counts).abs() <= 5 * (counts / b).sqrt() + 1e-12).all()
+    # and its variance is m too: the sample variance of B Poisson(m) has sd ~ m sqrt(2 / B) (+ m^0.5 / B)
+    var_tol = 5 * (counts * (2 / b) ** 0.5 + counts.sqrt() / b) + 1e-12
+    assert ((cells.var(0) - counts).abs() <= var_tol).all()
     out = engine.compute()
     torch.testing.assert_close(out.value, metric.compute(), rtol=0, atol=0)
     assert out.replicates.shape == (b, *out.value.shape)
@@ -615,13 +621,13 @@ def test_global_rng_untouched(task, factory, resampling):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_reset_gives_fresh_state_and_same_poisson_stream():
+def test_reset_gives_fresh_state_and_same_poisson_replicates():
     preds, target = make_data("binary", 40, seed=13)
     engine = _engine(BinaryAccuracy(), "poisson", b=20)
     engine.update(preds, target)
     first = engine.compute().replicates
     engine.reset()
-    assert int(engine.counts.sum()) == 0 and float(engine.poisson_counts.abs().sum()) == 0
+    assert int(engine.counts.sum()) == 0 and not hasattr(engine, "poisson_counts")
     engine.update(preds, target)
     torch.testing.assert_close(engine.compute().replicates, first, rtol=0, atol=0)
 
@@ -650,3 +656,14 @@ def test_multinomial_speed_many_replicates():
     assert x.shape == (10_000, 4)
     assert elapsed < 0.5, f"{elapsed=}"  # about 5 ms on 2 CPU cores; generous for loaded CI machines
     assert math.isclose(float(x.sum()), 10_000 * 1000)
+
+
+def test_poisson_binary_multiclass_independent_of_batching():
+    """Poisson(count) per cell at compute: the same replicates whatever the batching (and DDP split)."""
+    preds, target = make_data("multiclass", 90, seed=21)
+    one = _engine(MulticlassF1Score(num_classes=C), "poisson", b=200)
+    many = _engine(MulticlassF1Score(num_classes=C), "poisson", b=200)
+    one.update(preds, target)
+    for i in range(0, 90, 7):
+        many.update(preds[i : i + 7], target[i : i + 7])
+    torch.testing.assert_close(one.compute().replicates, many.compute().replicates, rtol=0, atol=0)

@@ -12,8 +12,13 @@ whole evaluation set therefore only needs the counts, not the samples:
 - ``"bayesian"``: Rubin's Bayesian bootstrap puts Dirichlet(1, ..., 1) weights on the samples; summed
   per cell they are ``Dirichlet(counts)``. Gamma variates per cell, normalised, times n give real
   valued replicate counts.
-- ``"poisson"``: each sample gets an independent Poisson(1) weight per replicate at ``update`` time.
-  The weights of the m samples of one cell sum to ``Poisson(m)``, so the state is a ``[B, cells]`` sum.
+- ``"poisson"``: each sample gets an independent Poisson(1) weight per replicate. The weights of the m
+  samples of one cell sum to ``Poisson(m)``, and sums of independent Poisson variates are Poisson, so for
+  binary and multiclass inputs a replicate is exactly ``Poisson(count)`` per cell: it is drawn at compute
+  time from the synced counts (``[B, cells]``, whatever n is), which keeps ``update`` as cheap as the
+  unwrapped metric and makes the result independent of batching and of the number of DDP ranks.
+  Multilabel rows share one weight across their labels, so there the weights are drawn per row at
+  ``update`` time into a ``[B, 4L]`` sum state (constant memory).
 
 The *unit* that is resampled is one element of the flattened input, exactly as torchmetrics counts
 them: one sample for ``(N,)`` inputs, one (sample, position) pair for inputs with extra dimensions
@@ -496,7 +501,7 @@ class ConfusionEngine(BootstrapEngine):
                 self.add_state("cells", [], dist_reduce_fx="cat")
         else:
             self.add_state("counts", torch.zeros(self.num_cells + 1, dtype=torch.long), dist_reduce_fx="sum")
-        if resampling == "poisson":
+        if resampling == "poisson" and self.task == "multilabel":
             self.add_state(
                 "poisson_counts", torch.zeros(b, self.num_cells, dtype=torch.float64), dist_reduce_fx="sum"
             )
@@ -617,16 +622,7 @@ class ConfusionEngine(BootstrapEngine):
         batch = torch.zeros(k + 1, dtype=torch.long, device=device)
         batch.scatter_add_(0, codes, torch.ones_like(codes))
         self.counts += batch
-        if self.resampling != "poisson":
-            return
-        gen = self._update_generator(device)
-        if 3 * k < codes.numel():
-            # the Poisson(1) weights of the m elements of a cell sum to Poisson(m): B x K draws
-            self.poisson_counts += torch.poisson(batch[:k].double().expand(b, k).contiguous(), generator=gen)
-        else:
-            # one Poisson(1) weight per element and replicate, added to its cell (ignored ones: 0)
-            weights = _poisson_one((b, codes.numel()), gen, device) * (codes < k)
-            self.poisson_counts.scatter_add_(1, codes.clamp(max=k - 1).expand(b, -1), weights)
+        # Poisson mode draws at compute: the weights of a cell's m elements sum to Poisson(m).
 
     # --------------------------------------------------------------------------------------- compute
     def _confmat_view(self, flat: Tensor) -> Tensor:
@@ -762,10 +758,20 @@ class ConfusionEngine(BootstrapEngine):
         for start in range(0, b, rows):
             yield sampler(atom_counts, min(rows, b - start), gen)
 
+    def _poisson_chunks(self) -> Iterator[Tensor]:
+        """``[rows, K]`` Poisson(count) cell replicates from the synced counts (binary and multiclass)."""
+        k = self.num_cells
+        rates = self.counts[:k].double()
+        gen = self.generator(rates.device, stream=0)
+        b = self.num_bootstraps
+        rows = max(1, min(b, _DRAW_ELEMENTS // k))
+        for start in range(0, b, rows):
+            yield torch.poisson(rates.expand(min(rows, b - start), k).contiguous(), generator=gen)
+
     def replicate_cells(self) -> Tensor:
         """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
         if self.resampling == "poisson":
-            return self.poisson_counts
+            return self.poisson_counts if self.task == "multilabel" else torch.cat(list(self._poisson_chunks()))
         _, atom_counts, atom_cells = self._atoms()
         return torch.cat([self._to_cells(w, atom_cells) for w in self._draw_chunks(atom_counts)])
 
@@ -775,8 +781,10 @@ class ConfusionEngine(BootstrapEngine):
         atoms = None if poisson_multilabel and not self.need_jackknife else self._atoms()
         full = self.counts if poisson_multilabel else atoms[0]
         value = self._value(full)
-        if self.resampling == "poisson":
+        if poisson_multilabel:
             replicates = self._chunked_metric(self.poisson_counts, None)
+        elif self.resampling == "poisson":
+            replicates = torch.cat([self._chunked_metric(w, None) for w in self._poisson_chunks()])
         else:
             replicates = torch.cat([self._chunked_metric(w, atoms[2]) for w in self._draw_chunks(atoms[1])])
         replicates = replicates.reshape(self.num_bootstraps, *value.shape)
