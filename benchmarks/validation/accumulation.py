@@ -165,7 +165,9 @@ def curves_section(cv: dict[str, Any], png: str) -> str:
         f" Intervals: `BootstrapMetric`, {cfg['confidence_level']:.0%}, B={cfg['num_bootstraps']},"
         f" method `{cv['interval_method']}`, bootstrap seed {cfg['seed']}. Accumulated runs use"
         f" `AccumulationScheduler({{0: {k}}})` with micro-batch {b}; large-batch runs use batch {b * k} and no"
-        " accumulation. One replicate per configuration (a single seed; no seed was chosen after the fact).",
+        " accumulation. One replicate per configuration (a single seed; no seed was chosen after the fact)."
+        + (f" The control run keeps seed {cfg['seed']}'s head and sample order and seeds only the global RNG, which"
+           f" draws the dropout masks, with {cfg['seed'] + 1}." if "large batch, other dropout seed" in runs else ""),
         "",
         "| run | optimizer steps | validation accuracy at each check | macro-F1 at each check | time |",
         "|---|---|---|---|---|",
@@ -229,7 +231,7 @@ def curves_conclusion(cv: dict[str, Any]) -> str:
             f" {off['rel_l2_dw']:.1e}, against {on['rel_l2_dw']:.1e} with dropout) and its accuracy differs by at most"
             f" {acc_off:.3f} ({round(acc_off * n_val)} texts). There the only difference left is float32 rounding"
             " (other padding lengths and batch shapes, another summation order of the gradient), so"
-            + (" most of the gap with dropout on comes from the dropout masks, which are drawn per forward pass"
+            + (" the gap with dropout on comes from the dropout masks, which are drawn per forward pass"
                " and so differ between 4 passes of 8 texts and 1 pass of 32."
                if off["rel_l2_dw"] < 0.5 * on["rel_l2_dw"] else
                " float32 rounding, amplified over the steps, accounts for a gap as large as the dropout masks do.")
@@ -421,7 +423,7 @@ def conclusions(res: dict[str, Any], ours_worst: float, lit_min: float, lit_max:
         b, k = cv["config"]["micro_batch"], cv["config"]["factor"]
         inside = inside_bands(cv, "accumulated", "large batch", "val_acc")
         text += (
-            f" On MiniLM, micro-batch {b} with factor {k} tracks batch {b * k} with factor 1: largest accuracy gap"
+            f" On MiniLM, micro-batch {b} with factor {k} against batch {b * k} with factor 1: largest accuracy gap"
             f" {on['max_metric_diff'].get('val_acc', math.nan):.3f}, "
             + ("inside the bootstrap bands at every check" if inside else "not always inside the bootstrap bands")
         )
