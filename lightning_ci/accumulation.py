@@ -194,6 +194,9 @@ class AccumulationScheduler(Callback):
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
         self._recorded_epochs = max_epochs if 0 < max_epochs <= _MAX_RECORDED_EPOCHS else 1
         self._reset_runtime()
+        # Set the first epoch's factor now, so that `trainer.estimated_stepping_batches` is right at least for a
+        # constant schedule (it reads the factor once); `total_optimizer_steps` is right for every schedule.
+        self._apply_factor(trainer)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # A mid-epoch restart skips `on_train_epoch_start`: set the factor here and on every batch too.

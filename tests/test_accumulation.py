@@ -172,6 +172,20 @@ def test_total_optimizer_steps_sizes_onecycle_from_configure_optimizers():
     assert sched.last_epoch == totals[0]
 
 
+def test_estimated_stepping_batches_right_for_constant_schedule():
+    x, y = make_regression(46)  # 12 batches, factor 5 -> 3 steps per epoch
+    seen = []
+
+    class Probe(Regressor):
+        def configure_optimizers(self):
+            seen.append(self.trainer.estimated_stepping_batches)
+            return super().configure_optimizers()
+
+    t = trainer([AccumulationScheduler({0: 5})], max_epochs=2)
+    t.fit(Probe(), loader(x, y))
+    assert seen == [t.global_step] == [6]
+
+
 def test_total_optimizer_steps_without_callback_uses_trainer_factor():
     x, y = make_regression(46)
     t = trainer([], max_epochs=2, accumulate_grad_batches=5)
