@@ -605,9 +605,11 @@ def plot_metrics(
         twin.set_ylabel("accumulation factor", color="0.4")
         if ax is axes[0]:
             handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-            ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize=8)
+    # One legend below the panels (the first panel's colours), where it hides no data.
+    labels = ["value" if h.get_label() in METRICS else h.get_label() for h in handles]
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
