@@ -92,7 +92,7 @@ def test_smoke_logs_the_accumulation_schedule(smoke):
             factors[int(r["epoch"])] = float(r["accumulation_factor"])
             sizes[int(r["epoch"])] = float(r["effective_batch_size"])
     assert factors == {0: 1.0, 1: 2.0}  # the default schedule "0:1,1:2,2:4"
-    # --smoke: 160 texts in micro-batches of 16 -> 16 samples per step, then 32.
+    # --smoke: 128 texts in micro-batches of 16 -> 16 samples per step, then 32.
     assert sizes == {0: 16.0, 1: 32.0}
 
 
