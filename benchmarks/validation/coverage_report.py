@@ -155,7 +155,12 @@ def plot(results: dict[str, Any], out: Path, names_fn, filename: str, title: str
         ax.set_title(f"{TITLES[metric]}, true = {cells[0]['true_value']:.4f}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("empirical coverage")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes[0]:  # every panel's lines (DeLong is only on the AUROC panel, Wald/Wilson on accuracy)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     meta = results["meta"]
     fig.suptitle(f"{title} — B={meta['num_bootstraps']}, S={meta['sims']} sets per cell (fewer where marked), "
