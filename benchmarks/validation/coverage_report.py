@@ -124,6 +124,8 @@ def plot(results: dict[str, Any], out: Path, names_fn, filename: str, title: str
 
     metrics = [m for m in METRICS if _cells(results, m)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.6), sharey=True, squeeze=False)
+    all_names = list(dict.fromkeys(n for m in metrics for n in names_fn(_names(_cells(results, m)))))
+    colours = {n: plt.get_cmap("tab20")(i % 20) for i, n in enumerate(all_names)}
     for ax, metric in zip(axes[0], metrics):
         cells = _cells(results, metric)
         ns = [c["n"] for c in cells]
@@ -143,7 +145,7 @@ def plot(results: dict[str, Any], out: Path, names_fn, filename: str, title: str
                 off.append(st["coverage"] < ymin)
             style = "-" if name.startswith("ours") else "--"
             label = name + (" (off scale: plotted at the floor)" if any(off) else "")
-            (line,) = ax.plot(xs, ys, style, marker="o", ms=3.5, lw=1.2, label=label)
+            (line,) = ax.plot(xs, ys, style, marker="o", ms=3.5, lw=1.2, label=label, color=colours[name])
             for x, y, o in zip(xs, ys, off):
                 if o:
                     ax.plot([x], [y], marker="v", ms=8, color=line.get_color())
