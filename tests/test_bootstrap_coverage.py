@@ -113,7 +113,11 @@ def single_thread():
 def test_coverage_of_nominal_95_percent_intervals(metric, resampling):
     preds, target, truth, factory = _simulate(metric, seed=DATA_SEED)
     boot = BootstrapMetric(
-        factory(), num_bootstraps=NUM_BOOTSTRAPS[metric], confidence_level=LEVEL, resampling=resampling
+        factory(),
+        num_bootstraps=NUM_BOOTSTRAPS[metric],
+        confidence_level=LEVEL,
+        method="percentile",  # the study in docs/validation.md covers every method; percentile is the weakest
+        resampling=resampling,
     )
     covered = 0
     with warnings.catch_warnings():

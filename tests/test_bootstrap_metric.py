@@ -504,3 +504,12 @@ def test_reference_auroc_statistic():
     p = np.array([0.1, 0.4, 0.35, 0.8])
     t = np.array([0, 0, 1, 1])
     assert _auroc_stat(p, t) == pytest.approx(0.75)
+
+
+def test_auto_method_is_bca_on_fast_paths_percentile_elsewhere():
+    """The default follows the coverage study (docs/validation.md): BCa where its jackknife is exact and cheap."""
+    assert BootstrapMetric(BinaryAccuracy()).method == "bca"
+    assert BootstrapMetric(BinaryAUROC(), resampling="poisson").method == "bca"
+    assert BootstrapMetric(BinaryAccuracy(), resampling="bayesian").method == "percentile"
+    assert BootstrapMetric(MeanSquaredError()).method == "percentile"  # generic: a jackknife is O(n)
+    assert BootstrapMetric(BinaryAccuracy(), method="normal").method == "normal"

@@ -95,7 +95,13 @@ class BootstrapMetric(WrapperMetric):
     anything about errors the validation set never exhibited.
 
     ``method`` turns replicates into bounds: ``"percentile"``, ``"basic"``, ``"normal"`` or ``"bca"``
-    (bias-corrected and accelerated; the jackknife it needs is exact and cheap on the fast paths).
+    (bias-corrected and accelerated; the jackknife it needs is exact and cheap on the fast paths). The
+    default ``"auto"`` is ``"bca"`` on the confusion and ranking fast paths and ``"percentile"`` with
+    ``resampling="bayesian"`` or on the generic path (where a jackknife costs ``n`` re-evaluations). The
+    coverage study in ``docs/validation.md`` chose it: over 2,000 simulated sets per cell, BCa was the only
+    method never below the Monte Carlo band of 95% for accuracy, macro-F1 and AUROC at n = 50 ... 5000,
+    at about 1% more width than percentile, which under-covers at n <= 100 (93.2-94.2%). The resolved
+    method is ``self.method``.
     Degenerate cases (all replicates equal, the metric undefined in some replicates) give finite bounds
     and a ``UserWarning``.
 
@@ -107,7 +113,8 @@ class BootstrapMetric(WrapperMetric):
         base_metric: the metric to wrap. It is copied; the instance passed in is not modified.
         num_bootstraps: number of bootstrap replicates ``B`` (an integer of at least 2).
         confidence_level: nominal level of the two-sided interval, in ``(0, 1)``.
-        method: ``"percentile"``, ``"basic"``, ``"normal"`` or ``"bca"``.
+        method: ``"auto"`` (default: ``"bca"`` on the fast paths, else ``"percentile"``), ``"percentile"``,
+            ``"basic"``, ``"normal"`` or ``"bca"``.
         resampling: ``"multinomial"``, ``"poisson"`` or ``"bayesian"``.
         seed: fixes the result. ``None`` draws a seed with :mod:`secrets` (the global torch RNG is never
             used); under an initialised ``torch.distributed`` process group rank 0's seed is broadcast at
@@ -155,7 +162,7 @@ class BootstrapMetric(WrapperMetric):
         base_metric: Metric,
         num_bootstraps: int = 1000,
         confidence_level: float = 0.95,
-        method: str = "percentile",
+        method: str = "auto",
         resampling: str = "multinomial",
         seed: Optional[int] = None,
         **kwargs: Any,
@@ -178,14 +185,16 @@ class BootstrapMetric(WrapperMetric):
             raise ValueError(
                 f"Expected argument `confidence_level` to be a float in (0, 1) but received {confidence_level}"
             )
-        if not isinstance(method, str) or method.lower() not in INTERVAL_METHODS:
-            raise ValueError(f"Expected argument `method` to be one of {INTERVAL_METHODS} but received {method}")
+        if not isinstance(method, str) or method.lower() not in ("auto", *INTERVAL_METHODS):
+            raise ValueError(
+                f"Expected argument `method` to be 'auto' or one of {INTERVAL_METHODS} but received {method}"
+            )
         if resampling not in RESAMPLING_MODES:
             raise ValueError(
                 f"Expected argument `resampling` to be one of {RESAMPLING_MODES} but received {resampling}"
             )
         method = method.lower()
-        if resampling == "bayesian" and method != "percentile":
+        if resampling == "bayesian" and method not in ("percentile", "auto"):
             raise ValueError(
                 "Expected argument `method` to be 'percentile' with `resampling='bayesian'` but received "
                 f"{method}: a Bayesian bootstrap gives a posterior credible interval, read off the quantiles of "
@@ -196,7 +205,6 @@ class BootstrapMetric(WrapperMetric):
 
         self.num_bootstraps = num_bootstraps
         self.confidence_level = float(confidence_level)
-        self.method = method
         self.resampling = resampling
         # per-instance copies of the wrapped metric's constants (Metric.__setattr__ forbids assigning them)
         self.__dict__["higher_is_better"] = base_metric.higher_is_better
@@ -209,6 +217,10 @@ class BootstrapMetric(WrapperMetric):
         engine_metric = deepcopy(base_metric)
         engine_metric.reset()
         engine_cls = select_engine(engine_metric, resampling)
+        if method == "auto":
+            fast = engine_cls is not GenericEngine
+            method = "bca" if fast and resampling != "bayesian" else "percentile"
+        self.method = method
         self.engine = engine_cls(engine_metric, num_bootstraps, resampling, seed, method == "bca", **kwargs)
         self._batch_metric: Optional[Metric] = None  # made on the first forward (batch values only)
 
