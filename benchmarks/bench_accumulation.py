@@ -1,6 +1,6 @@
 """AccumulationScheduler overhead against Lightning's own accumulation, and peak memory against the factor.
 
-Run:  python benchmarks/bench_accumulation.py            (full: 7 repeats)
+Run:  python benchmarks/bench_accumulation.py            (full: 9 repeats)
       python benchmarks/bench_accumulation.py --quick    (smoke: 2 repeats)
 
 Step time: the same MLP, data and factor k, trained with ``Trainer(accumulate_grad_batches=k)`` (Lightning's
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ci import AccumulationScheduler
 
-WIDTH, DEPTH, BATCH, BATCHES = 512, 3, 32, 32
+WIDTH, DEPTH, BATCH, BATCHES = 1024, 3, 64, 96
 
 
 class MLP(LightningModule):
@@ -98,7 +98,7 @@ def peak_rss_child(k: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 repeats instead of 7")
+    parser.add_argument("--quick", action="store_true", help="2 repeats instead of 9")
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--_rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -109,7 +109,7 @@ def main() -> None:
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    repeats = 2 if args.quick else 7
+    repeats = 2 if args.quick else 9
     k = args.factor
     builtin, ours, ratios = [], [], []
     for r in range(repeats):
