@@ -145,7 +145,7 @@ def run_case(case: StepCase) -> dict[str, Any]:
         "expected_sum_ceil": _expected(batches, case.factors(), case.trainer_kwargs.get("max_steps", -1)),
         "end_lr_frac_ours": end_lr(ours_t),
         "end_lr_frac_estimate": end_lr(lit_t),
-        "estimate_over_real": int(est) / real if real else math.nan,
+        "estimate_over_real": int(lit_m.sized["estimated_stepping_batches"]) / real if real else math.nan,
         "lr_trace_ours": ours_m.lrs,
         "lr_trace_estimate": lit_m.lrs,
     }
