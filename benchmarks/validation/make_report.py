@@ -33,6 +33,10 @@ python benchmarks/run_all.py
 python benchmarks/validation/make_report.py
 ```
 
+**Decision taken from Part 1:** `BootstrapMetric`'s default `method` is `"auto"`, which is `"bca"` on the
+confusion and ranking fast paths (the method the coverage rule picked) and `"percentile"` where BCa does not apply
+(Bayesian resampling) or its jackknife costs n re-evaluations (the generic path).
+
 A reduced version of each study runs in the test suite (`tests/test_validation_*_smoke.py`) so that the
 scripts keep working.
 """
