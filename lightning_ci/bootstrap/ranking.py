@@ -426,12 +426,13 @@ class RankingEngine(BootstrapEngine):
     # update
     # --------------------------------------------------------------------------------------------------------
 
-    def _format(self, preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _format(self, preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """torchmetrics' formatting without host syncs: flatten, normalise logits, mask ignored samples.
 
         Returns:
             ``(preds [m] or [m, C], target [m], valid [m])``; ignored samples stay (``valid`` False) and are
             dropped at compute, so that ``update`` never needs the data-dependent size of a boolean mask.
+            ``valid`` is ``None`` when there is no ``ignore_index`` and no histogram needs it.
         """
         if not preds.is_floating_point():
             raise ValueError(f"Expected `preds` to be a float tensor, but got {preds.dtype}")
@@ -452,18 +453,17 @@ class RankingEngine(BootstrapEngine):
                 )
             preds = preds.flatten()
         target = target.flatten()
-        valid = (
-            target != self._ignore_index
-            if self._ignore_index is not None
-            else torch.ones_like(target, dtype=torch.bool)
-        )
+        valid = target != self._ignore_index if self._ignore_index is not None else None
         if self._normalization:
+            # torchmetrics normalises a batch when any kept score lies outside [0, 1]; decided on the device
             outside = (preds < 0) | (preds > 1)
             if self._multiclass:
                 outside = outside.any(1)
-            need = (outside & valid).any()
+            need = (outside if valid is None else outside & valid).any()
             norm = preds.sigmoid() if self._normalization == "sigmoid" else torch.softmax(preds, dim=1)
             preds = torch.where(need, norm, preds)
+        if valid is None:
+            valid = torch.ones_like(target, dtype=torch.bool) if self._binned else None
         return preds, target, valid
 
     def _bins(self, preds: Tensor) -> Tensor:
