@@ -460,8 +460,12 @@ class RankingEngine(BootstrapEngine):
             if self._multiclass:
                 outside = outside.any(1)
             need = (outside if valid is None else outside & valid).any()
-            norm = preds.sigmoid() if self._normalization == "sigmoid" else torch.softmax(preds, dim=1)
-            preds = torch.where(need, norm, preds)
+            if preds.device.type == "cpu":  # reading a CPU flag costs no device sync: skip the unneeded work
+                if need:
+                    preds = preds.sigmoid() if self._normalization == "sigmoid" else torch.softmax(preds, dim=1)
+            else:
+                norm = preds.sigmoid() if self._normalization == "sigmoid" else torch.softmax(preds, dim=1)
+                preds = torch.where(need, norm, preds)
         if valid is None:
             valid = torch.ones_like(target, dtype=torch.bool) if self._binned else None
         return preds, target, valid
