@@ -57,6 +57,9 @@ def test_coverage_study_smoke(tmp_path):
             assert st["median_time_ms"] > 0
         # within-batch resampling at batch size 1: every BootStrapper copy sees the same data
         assert cell["groups"]["bootstrapper"]["configs"]["BootStrapper multinomial bs=1"]["mean_width"] == 0.0
+        # scipy runs through the index statistic; the plain paired call (timed) gives the same interval
+        scipy_st = cell["groups"]["scipy"]["configs"]["scipy.stats.bootstrap BCa"]
+        assert scipy_st["max_abs_diff_vs_plain"] == 0.0 and scipy_st["median_time_ms"] > 0
     assert set(results["validation"]["rows"]) == {"multinomial bs=64", "poisson bs=64"}
 
     md = (tmp_path / "coverage.md").read_text()

@@ -108,16 +108,113 @@ def _stat_auroc(s: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
 SCIPY_STATISTICS = {"accuracy": _stat_accuracy, "macro_f1": _stat_macro_f1, "auroc": _stat_auroc}
 
 
+def _rowcounts(values: np.ndarray, k: int) -> np.ndarray:
+    """Per-row bincount of non-negative ints ``values [R, m]`` into ``[R, k]`` (int64)."""
+    rows = values.shape[0]
+    flat = (values + k * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * k).reshape(rows, k)
+
+
+def index_statistic(metric: str, preds: np.ndarray, target: np.ndarray):
+    """The statistic of ``SCIPY_STATISTICS[metric]`` as a function of resampled *indices* into (preds, target).
+
+    ``scipy.stats.bootstrap(..., paired=True)`` is implemented as a one-sample bootstrap of ``arange(n)`` whose
+    statistic gathers every sample at the drawn indices (``scipy/stats/_resampling.py``, ``_bootstrap_iv``), so
+    ``bootstrap((arange(n),), index_statistic(...))`` draws the same resamples and jackknife sets as the paired
+    call. The statistic works from per-row counts instead of gathering and ranking: the confusion metrics count
+    cell codes; AUROC counts each sample's multiplicity and sweeps the scores in sorted order, O(n) per row
+    instead of a sort. Every intermediate is an exact integer (or half-integer) and the final value is one
+    division, as in the rank statistic, so the values are bit-identical; ``scipy_bca(..., check=True)`` asserts
+    this for the intervals.
+    """
+    n = preds.shape[-1]
+    if metric in ("accuracy", "macro_f1"):
+        c = 2 if metric == "accuracy" else 3
+        codes = (target.astype(np.int64) * c + preds.astype(np.int64))
+
+        def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+            shape, m = idx.shape[:-1], idx.shape[-1]
+            cm = _rowcounts(codes[idx.reshape(-1, m)], c * c).reshape(-1, c, c)
+            if metric == "accuracy":
+                out = np.trace(cm, axis1=1, axis2=2) / m
+            else:
+                tp = np.diagonal(cm, axis1=1, axis2=2)
+                fp, fn = cm.sum(1) - tp, cm.sum(2) - tp
+                den = 2 * tp + fp + fn
+                score = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+                w = (den > 0).astype(np.float64)
+                out = (score * w).sum(1) / np.maximum(w.sum(1), 1)
+            return out.reshape(shape)
+
+        return stat
+    if metric != "auroc":
+        raise ValueError(metric)
+    sorted_auroc = SortedAUROC(preds, target)
+
+    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        shape, m = idx.shape[:-1], idx.shape[-1]
+        w = _rowcounts(sorted_auroc.pos_of[idx.reshape(-1, m)], n)  # multiplicity of each sorted position
+        return sorted_auroc(w).reshape(shape)
+
+    return stat
+
+
+class SortedAUROC:
+    """AUROC of integer per-sample weights given in score-descending order (ties count 1/2).
+
+    ``self(w)`` for ``w [R, n]`` (``w[:, j]`` = multiplicity of the sample at sorted position j) returns the R
+    AUROCs, 0 where a row has no positive or no negative weight (torchmetrics' fill). ``pos_of[i]`` is the
+    sorted position of sample i. With integer weights, U = sum over negatives of (positives above + positives
+    tied / 2) is computed exactly as 2U in int64 and divided once, so the value is bit-identical to the rank
+    formula ``(sum of positive midranks - npos (npos + 1) / 2) / (npos nneg)``.
+    """
+
+    def __init__(self, scores: np.ndarray, target: np.ndarray) -> None:
+        n = scores.shape[-1]
+        order = np.argsort(-scores, kind="stable")
+        self.pos_of = np.empty(n, dtype=np.int64)
+        self.pos_of[order] = np.arange(n)
+        s_sorted = scores[order]
+        self.y_sorted = target[order].astype(bool)
+        new = np.concatenate([[True], s_sorted[1:] != s_sorted[:-1]])
+        starts = np.flatnonzero(new)
+        ends = np.concatenate([starts[1:], [n]])  # one past the last position of each tie group
+        gid = np.cumsum(new) - 1  # tie group of each sorted position
+        self.pos_cols = np.flatnonzero(self.y_sorted)
+        self.neg_cols = np.flatnonzero(~self.y_sorted)
+        # for a negative in a tie group [start, end): with cpos[:, j] the positive weight at positions < j,
+        # positives strictly above = cpos[start] and positives above or tied = cpos[end]
+        self.above_at, self.through_at = starts[gid[self.neg_cols]], ends[gid[self.neg_cols]]
+        self.n = n
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        cpos = np.zeros((w.shape[0], self.n + 1), dtype=np.int64)
+        np.cumsum(np.where(self.y_sorted, w, 0), axis=1, out=cpos[:, 1:])
+        wneg = w[:, self.neg_cols]
+        num2 = (wneg * (cpos[:, self.above_at] + cpos[:, self.through_at])).sum(1)  # 2U
+        npos, nneg = cpos[:, -1], wneg.sum(1)
+        den = npos * nneg
+        return np.where(den > 0, num2 / np.where(den > 0, 2 * den, 1), 0.0)
+
+
 def scipy_bca(
-    metric: str, preds: np.ndarray, target: np.ndarray, num_bootstraps: int, seed: int
+    metric: str, preds: np.ndarray, target: np.ndarray, num_bootstraps: int, seed: int, fast: bool = True,
 ) -> tuple[float, float]:
-    """``scipy.stats.bootstrap`` BCa, paired over (preds, target); NaN bounds are returned as NaN."""
+    """``scipy.stats.bootstrap`` BCa, paired over (preds, target); NaN bounds are returned as NaN.
+
+    ``fast=False`` is the call a user would write (``paired=True`` with the gather-and-rank statistic);
+    ``fast=True`` is the same bootstrap through ``index_statistic`` (same draws, same values).
+    """
+    if fast:
+        data, stat, paired = (np.arange(preds.shape[-1]),), index_statistic(metric, preds, target), False
+    else:
+        data, stat, paired = (preds, target), SCIPY_STATISTICS[metric], True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = scipy.stats.bootstrap(
-            (preds, target),
-            SCIPY_STATISTICS[metric],
-            paired=True,
+            data,
+            stat,
+            paired=paired,
             vectorized=True,
             n_resamples=num_bootstraps,
             method="BCa",
@@ -167,35 +264,20 @@ def bootstrapper_confusion(
     return confusion_metric(metric, torch.from_numpy(cells))
 
 
-def weighted_auroc(scores: np.ndarray, target: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC of ``[R, n]`` per-sample weights (ties count 1/2; 0 where a class has no weight)."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], target[order].astype(np.float64)
-    w = torch.from_numpy(weights[:, order])
-    yt = torch.from_numpy(y)
-    # tie groups in score-descending order: first and last index of each sample's group
-    new = np.concatenate([[True], s[1:] != s[:-1]])
-    gid = np.cumsum(new) - 1
-    starts = np.flatnonzero(new)
-    ends = np.concatenate([starts[1:], [s.size]]) - 1
-    start_i, end_i = torch.from_numpy(starts[gid]), torch.from_numpy(ends[gid])
-    wy = w * yt
-    wn = w - wy
-    cpos = torch.cumsum(wy, 1)
-    above = torch.where(start_i > 0, cpos[:, (start_i - 1).clamp(min=0)], torch.zeros(()))
-    through = cpos[:, end_i]
-    num = (wn * (above + 0.5 * (through - above))).sum(1)
-    npos, nneg = cpos[:, -1], wn.sum(1)
-    den = npos * nneg
-    return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0).numpy()
-
-
 def bootstrapper_auroc(
     scores: np.ndarray, target: np.ndarray, batch_size: int, strategy: str, num_bootstraps: int,
     rng: np.random.Generator, chunk: int = 250,
 ) -> torch.Tensor:
-    """Copy values ``[B]`` of a ``BootStrapper(BinaryAUROC())`` fed the samples in batches."""
+    """Copy values ``[B]`` of a ``BootStrapper(BinaryAUROC())`` fed the samples in batches.
+
+    Poisson: every sample gets an independent Poisson(1) count, so the counts are drawn directly in score order.
+    Multinomial: each batch's ``s`` draws are indices within the batch, mapped to score order and counted.
+    ``batch_size=1`` multinomial gives every copy exactly the data (all values equal the plain AUROC).
+    """
     n = scores.size
+    sorted_auroc = SortedAUROC(scores, target)
+    if strategy == "multinomial" and batch_size == 1:
+        return torch.from_numpy(sorted_auroc(np.ones((1, n), dtype=np.int64)).repeat(num_bootstraps))
     out = []
     bounds = _batches(n, batch_size)
     starts = np.concatenate([np.full(e - s, s) for s, e in bounds])
@@ -203,19 +285,12 @@ def bootstrapper_auroc(
     for b0 in range(0, num_bootstraps, chunk):
         rows = min(chunk, num_bootstraps - b0)
         if strategy == "poisson":
-            w = rng.poisson(1.0, size=(rows, n)).astype(np.float64)
+            w = rng.poisson(1.0, size=(rows, n))
         else:
             idx = starts + np.floor(rng.random((rows, n)) * sizes).astype(np.int64)
-            w = _rowcount(idx, n)
-        out.append(weighted_auroc(scores, target, w))
+            w = _rowcounts(sorted_auroc.pos_of[idx], n)
+        out.append(sorted_auroc(w))
     return torch.from_numpy(np.concatenate(out))
-
-
-def _rowcount(idx: np.ndarray, n: int) -> np.ndarray:
-    """Per-row bincount of ``idx [R, n]`` into ``[R, n]``."""
-    rows = idx.shape[0]
-    flat = (idx + n * np.arange(rows)[:, None]).ravel()
-    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
 
 
 def quantile_interval(values: torch.Tensor) -> tuple[float, float]:
