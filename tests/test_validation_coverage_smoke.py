@@ -61,11 +61,19 @@ def test_coverage_study_smoke(tmp_path):
         scipy_st = cell["groups"]["scipy"]["configs"]["scipy.stats.bootstrap BCa"]
         assert scipy_st["max_abs_diff_vs_plain"] == 0.0 and scipy_st["median_time_ms"] > 0
     assert set(results["validation"]["rows"]) == {"multinomial bs=64", "poisson bs=64"}
+    # the real BootStrapper's copy values against the re-implementation's, one KS test per metric
+    dist = results["validation_distribution"]["rows"]
+    assert set(dist) == {f"{m} multinomial bs=64" for m in ("accuracy", "macro_f1", "auroc")}
+    for row in dist.values():
+        assert 0.0 <= row["ks_pvalue"] <= 1.0 and 0.0 <= row["ks_statistic"] <= 1.0
+        assert 0.0 < row["real_mean"] < 1.0 and 0.0 < row["reimpl_mean"] < 1.0
 
     md = (tmp_path / "coverage.md").read_text()
     assert md.startswith("## Coverage of nominal 95% intervals")
     assert "| method | n=50 |" in md
     assert "validation/coverage_ours.png" in md and "validation/coverage_anchors.png" in md
     assert "Which `method` should be the default" in md
+    assert "| metric, sampling | mean real |" in md
+    assert "None: every group (ours and every anchor) ran on every set of every cell." in md
     for png in ("coverage_ours.png", "coverage_anchors.png"):
         assert (tmp_path / png).stat().st_size > 10_000

@@ -59,6 +59,11 @@ VALIDATION: dict[str, Any] = {
     "n": 100, "B": 100, "metric": "accuracy",
     "sims": {"multinomial": {1: 3, 8: 50, 64: 100}, "poisson": {1: 3, 8: 30, 64: 100}},
 }
+# the copy-value distribution of the real BootStrapper (raw=True, B copies) against the re-implementation's on the
+# first set of the (metric, n) cell, for every metric: a two-sample Kolmogorov-Smirnov test per configuration
+DISTRIBUTION: dict[str, Any] = {
+    "n": 100, "B": 2000, "configs": [["poisson", 8], ["multinomial", 8], ["multinomial", 64]],
+}
 
 
 def sims_for(group: str, metric: str, n: int, sims: int, use_caps: bool = True) -> int:
@@ -193,6 +198,30 @@ def validation_run(b_main: int) -> dict[str, Any]:
     return out
 
 
+def distribution_run() -> dict[str, Any]:
+    """Copy values of the real BootStrapper and of the re-implementation on one set per metric; KS test each."""
+    import scipy.stats
+
+    d = DISTRIBUTION
+    rows = {}
+    for metric in METRICS:
+        preds, target = (x[0] for x in simulate(metric, d["n"], 1))
+        for strategy, bs in d["configs"]:
+            t0 = time.process_time()
+            real = anchors.real_bootstrapper_values(metric, preds, target, bs, strategy, d["B"], seed=0)
+            real_s = time.process_time() - t0
+            re = anchors.reimpl_bootstrapper_values(metric, preds, target, bs, strategy, d["B"],
+                                                    np.random.default_rng([0, 99]))
+            ks = scipy.stats.ks_2samp(real, re)
+            rows[f"{metric} {strategy} bs={bs}"] = {
+                "real_mean": float(real.mean()), "reimpl_mean": float(re.mean()),
+                "real_std": float(real.std(ddof=1)), "reimpl_std": float(re.std(ddof=1)),
+                "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue), "real_cpu_s": real_s,
+            }
+            print(f"  distribution {metric} {strategy} bs={bs}: KS p={ks.pvalue:.3f}", flush=True)
+    return {"setting": json.loads(json.dumps(d)), "rows": rows}
+
+
 def machine_info() -> dict[str, str]:
     import scipy
     import torchmetrics
@@ -267,9 +296,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.sims, args.num_bootstraps, args.sizes = 100, 200, [50, 300]
         VALIDATION["sims"] = {"multinomial": {8: 5, 64: 10}, "poisson": {64: 10}}
+        DISTRIBUTION.update(B=200, configs=[["poisson", 8], ["multinomial", 64]])
     if args.validation_sims is not None:
         k = args.validation_sims
         VALIDATION["sims"] = {"multinomial": {64: k}, "poisson": {64: k}}
+        DISTRIBUTION.update(B=max(20, 20 * k), configs=[["multinomial", 64]])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "coverage_results.json"
@@ -340,6 +371,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             val = validation_run(b)
             val["cpu_s"] = time.process_time() - t0
             results = _update_results(path, lambda r: r.__setitem__("validation", val))
+        dist = results.get("validation_distribution")
+        if not dist or dist.get("setting") != json.loads(json.dumps(DISTRIBUTION)):
+            t0 = time.process_time()
+            dist = distribution_run()
+            dist["cpu_s"] = time.process_time() - t0
+            results = _update_results(path, lambda r: r.__setitem__("validation_distribution", dist))
     report.write_report(results, out, args)
     if args.report_only:
         _remove_lock(path)

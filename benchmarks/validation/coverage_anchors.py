@@ -319,3 +319,38 @@ def real_bootstrapper_interval(
         bs.update(preds[s:e], target[s:e])
     q = bs.compute()["quantile"]
     return float(q[0]), float(q[1]), time.process_time() - t0
+
+
+def real_bootstrapper_values(
+    metric: str, preds: torch.Tensor, target: torch.Tensor, batch_size: int, strategy: str, num_bootstraps: int,
+    seed: int,
+) -> np.ndarray:
+    """The ``[B]`` copy values (``raw=True``) of the real ``BootStrapper`` over ``metric``'s torchmetrics class."""
+    from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassF1Score
+    from torchmetrics.wrappers import BootStrapper
+
+    base = {
+        "accuracy": lambda: BinaryAccuracy(),
+        "macro_f1": lambda: MulticlassF1Score(num_classes=3, average="macro"),
+        "auroc": lambda: BinaryAUROC(),
+    }[metric]()
+    torch.manual_seed(seed)
+    bs = BootStrapper(base, num_bootstraps=num_bootstraps, mean=False, std=False, raw=True,
+                      sampling_strategy=strategy)
+    for s, e in _batches(preds.numel(), batch_size):
+        bs.update(preds[s:e], target[s:e])
+    return bs.compute()["raw"].double().numpy()
+
+
+def reimpl_bootstrapper_values(
+    metric: str, preds: torch.Tensor, target: torch.Tensor, batch_size: int, strategy: str, num_bootstraps: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The ``[B]`` copy values of the re-implementation on the same data (as ``coverage.py`` calls it)."""
+    if metric == "auroc":
+        vals = bootstrapper_auroc(preds.numpy(), target.numpy(), batch_size, strategy, num_bootstraps, rng)
+    else:
+        c = 2 if metric == "accuracy" else 3
+        codes = (target * c + preds).numpy()
+        vals = bootstrapper_confusion(metric, codes, batch_size, strategy, num_bootstraps, rng)
+    return vals.double().numpy()
