@@ -67,6 +67,7 @@ def test_coverage_study_smoke(tmp_path):
     for row in dist.values():
         assert 0.0 <= row["ks_pvalue"] <= 1.0 and 0.0 <= row["ks_statistic"] <= 1.0
         assert 0.0 < row["real_mean"] < 1.0 and 0.0 < row["reimpl_mean"] < 1.0
+        assert math.isfinite(row["z_mean"])
 
     md = (tmp_path / "coverage.md").read_text()
     assert md.startswith("## Coverage of nominal 95% intervals")

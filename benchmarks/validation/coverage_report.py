@@ -320,21 +320,34 @@ def distribution_table(results: dict[str, Any]) -> str:
         return "_(not run)_"
     st = d["setting"]
     rows = d["rows"]
+    if "B_ref" not in st:  # results of the first version of this check (two samples of B copies each)
+        return "_(distribution check from an older version of coverage.py: rerun the study)_"
+    zmax = max(abs(r["z_mean"]) for r in rows.values())
     lines = [
         f"The copy values themselves: on the first set of each metric's n={st['n']} cell, the real `BootStrapper` "
-        f"(`raw=True`, B = {st['B']} copies, `torch.manual_seed(0)`) and the re-implementation "
-        f"(B = {st['B']}, `default_rng([0, 99])`) each give B values; a two-sample Kolmogorov-Smirnov test compares "
-        "the two samples. Under a correct re-implementation the p-values are uniform on [0, 1] (conservative for "
-        "the discrete accuracy and macro-F1 values); the smallest of "
-        f"{len(rows)} is {min(r['ks_pvalue'] for r in rows.values()):.3f}.",
+        f"(`raw=True`, B = {st['B']} copies, `torch.manual_seed(0)`) against B_ref = {st['B_ref']:,} copies of the "
+        "re-implementation (`default_rng([0, 99])`), whose own Monte Carlo noise is negligible next to the real "
+        "class's. *z*: the real mean minus the reference mean, in standard errors of a B-copy mean (≈ N(0, 1) "
+        "under a correct re-implementation); *KS*: two-sample Kolmogorov-Smirnov test (p uniform under a correct "
+        "re-implementation; conservative for the discrete accuracy and macro-F1 values). Over the "
+        f"{len(rows)} rows: largest |z| = {zmax:.2f}, smallest KS p = "
+        f"{min(r['ks_pvalue'] for r in rows.values()):.3f}.",
         "",
-        "| metric, sampling | mean real | mean re-impl. | std real | std re-impl. | KS D | KS p |",
-        "|---|---|---|---|---|---|---|",
+        "Disclosure: the first version of this check compared two samples of B = 2000 copies each (the "
+        "re-implementation also with B = 2000). It gave KS p = 0.001 for macro-F1 multinomial bs=8. A follow-up "
+        "(`python benchmarks/validation/distribution_followup.py`) found that the re-implementation's 2000 copies "
+        "with `default_rng([0, 99])` had landed 2.9 standard errors above its own mean. Over 300 re-implementation "
+        "seeds, the z-scores had sd 1.09, and direct per-batch index draws without merging gave the same mean, "
+        "0.72720. The check was therefore changed to use a large reference sample. Its seeds were kept as they "
+        "were.",
+        "",
+        "| metric, sampling | mean real | mean re-impl. (B_ref) | std real | std re-impl. | z of mean | KS D | KS p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k, r in rows.items():
         lines.append(
             f"| {k} | {r['real_mean']:.4f} | {r['reimpl_mean']:.4f} | {r['real_std']:.4f} | {r['reimpl_std']:.4f} "
-            f"| {r['ks_statistic']:.3f} | {r['ks_pvalue']:.3f} |"
+            f"| {r['z_mean']:+.2f} | {r['ks_statistic']:.3f} | {r['ks_pvalue']:.3f} |"
         )
     return "\n".join(lines)
 
