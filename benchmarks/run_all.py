@@ -128,7 +128,9 @@ def main() -> None:
         f"- machine: CPU only, {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} at the end",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__},"
         f" torchmetrics {torchmetrics.__version__}, scipy {scipy.__version__}",
-        "- GPU: none was available to this run; no GPU figures are reported.",
+        "- GPU: none was available to this run; no GPU figures are reported. On a CUDA machine, "
+        "`python benchmarks/gpu_checks.py --out DIR` runs the GPU checks (host syncs in `update`, AMP with "
+        "accumulation, speed) and labels its output with the card.",
         "",
         "Each benchmark times ours and its anchor in the same process, alternating or back to back, and reports",
         "medians; the ratio is the figure to read. The machine is shared, so absolute times vary from run to run.",
