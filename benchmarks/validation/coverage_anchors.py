@@ -3,7 +3,8 @@
 - ``wald`` / ``wilson``: the normal-approximation and Wilson score intervals for accuracy.
 - ``delong``: DeLong's interval for AUROC, with the midrank algorithm of Sun & Xu (2014), unclipped.
 - ``scipy_bca``: ``scipy.stats.bootstrap(..., paired=True, method="BCa")`` over (preds, target) with a
-  vectorised statistic (accuracy, torchmetrics' macro-F1 convention, rank AUROC with ties counting 1/2).
+  vectorised statistic (accuracy, torchmetrics' macro-F1 convention, rank AUROC with ties counting 1/2);
+  ``fast=True`` runs the same bootstrap through ``index_statistic`` (same draws, bit-identical values).
 - ``bootstrapper_*``: a vectorised re-implementation of the *sampling* of torchmetrics 1.9
   ``BootStrapper`` (``torchmetrics/wrappers/bootstrapping.py``), which keeps B deep copies of the metric and,
   for every ``update`` (one batch) and every copy, either draws ``Poisson(1)`` repeat counts per sample
@@ -18,7 +19,8 @@
     distribution of a copy is the same for every batch size (the real class also gives every sample its own
     Poisson(1) count). For the confusion family the weights of the m samples of a cell sum to Poisson(m).
 
-  ``validate_bootstrapper`` runs the real ``BootStrapper`` next to the re-implementation on the same data.
+  ``real_bootstrapper_interval`` and ``real_bootstrapper_values`` run the real ``BootStrapper`` on the same data,
+  for ``coverage.validation_run`` (intervals) and ``coverage.distribution_run`` (copy values).
 """
 
 from __future__ import annotations
@@ -124,8 +126,8 @@ def index_statistic(metric: str, preds: np.ndarray, target: np.ndarray):
     call. The statistic works from per-row counts instead of gathering and ranking: the confusion metrics count
     cell codes; AUROC counts each sample's multiplicity and sweeps the scores in sorted order, O(n) per row
     instead of a sort. Every intermediate is an exact integer (or half-integer) and the final value is one
-    division, as in the rank statistic, so the values are bit-identical; ``scipy_bca(..., check=True)`` asserts
-    this for the intervals.
+    division, as in the rank statistic, so the values are bit-identical. ``coverage.group_scipy`` compares the
+    intervals with the plain paired call on the timed sets, and ``tests/test_validation_anchors.py`` checks both.
     """
     n = preds.shape[-1]
     if metric in ("accuracy", "macro_f1"):
@@ -180,7 +182,6 @@ class SortedAUROC:
         starts = np.flatnonzero(new)
         ends = np.concatenate([starts[1:], [n]])  # one past the last position of each tie group
         gid = np.cumsum(new) - 1  # tie group of each sorted position
-        self.pos_cols = np.flatnonzero(self.y_sorted)
         self.neg_cols = np.flatnonzero(~self.y_sorted)
         # for a negative in a tie group [start, end): with cpos[:, j] the positive weight at positions < j,
         # positives strictly above = cpos[start] and positives above or tied = cpos[end]
