@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
@@ -44,6 +44,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ci import AccumulationScheduler, total_optimizer_steps
 from lightning_ci.bootstrap import BootstrapMetric
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "validation"))
+
+# the float64 study's model, loss, optimizer and per-window reference loop, used here in float32
+from accum_exact import Wrapped, build_net, make_regression, mse_loss, reference_fit
 
 RESAMPLING = ("multinomial", "poisson", "bayesian")
 
@@ -103,56 +108,28 @@ def check_syncs(device: torch.device) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ 2. AMP
-class Regressor(LightningModule):
-    """Linear regression in float32 with a batch-mean MSE loss (the same weights for every run)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.net = nn.Linear(3, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
-
-
 def _regression(n: int = 46) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, generator=g)
-    y = x @ torch.tensor([1.5, -2.0, 0.5]) + 0.3 * torch.randn(n, generator=g)
-    return x, y.unsqueeze(1)
+    x, y = make_regression(n, seed=0)
+    return x.float(), y.float()
 
 
-def _reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sched: dict[int, int], epochs: int, bs: int,
-               device: torch.device) -> nn.Module:
-    model = model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    batches = [(x[s:s + bs].to(device), y[s:s + bs].to(device)) for s in range(0, x.shape[0], bs)]
-    for epoch in range(epochs):
-        k = sched[max(e for e in sched if e <= epoch)]
-        for w in range(0, len(batches), k):
-            xs = torch.cat([b[0] for b in batches[w:w + k]])
-            ys = torch.cat([b[1] for b in batches[w:w + k]])
-            opt.zero_grad()
-            nn.functional.mse_loss(model.net(xs), ys).backward()
-            opt.step()
-    return model
+def _net(device: torch.device) -> nn.Module:
+    return build_net("linear", seed=0).float().to(device)  # the same initial weights for every run
 
 
 def check_amp(device: torch.device) -> dict[str, Any]:
     x, y = _regression()
     sched, epochs, bs = {0: 5, 1: 3}, 2, 4
-    ref = _reference(Regressor(), x, y, sched, epochs, bs, device)
+    ref = _net(device)
+    batches = [(x[s:s + bs].to(device), y[s:s + bs].to(device)) for s in range(0, x.shape[0], bs)]
+    reference_fit(ref, batches, sched, epochs, mse_loss, "SGD")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     rows = {}
     for precision in ("32-true", "bf16-mixed", "16-mixed"):
         row: dict[str, Any] = {}
         for name, make_cb in (("ours", lambda: AccumulationScheduler(sched)),
                               ("GAS", lambda: GradientAccumulationScheduler(dict(sched)))):
-            model = Regressor()
+            model = Wrapped(_net(device), mse_loss, "SGD")
             kwargs: dict[str, Any] = {"precision": precision}
             if precision == "16-mixed":
                 scaler = torch.amp.GradScaler(device.type, init_scale=2.0**10)
