@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import torch
@@ -147,3 +151,12 @@ def tokens_of(batch) -> Tensor:
 
 def steps_per_epoch(num_batches: int, k: int) -> int:
     return math.ceil(num_batches / k)
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a script (example or benchmark) as module ``name``; registered in ``sys.modules`` for dataclasses."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

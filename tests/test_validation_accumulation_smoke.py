@@ -6,12 +6,12 @@ MiniLM curves are left to the full run) and checks the headline claims and that 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "validation" / "accumulation.py"
 
@@ -19,10 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "validation" / "ac
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("accumulation")
-    spec = importlib.util.spec_from_file_location("validation_accumulation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["validation_accumulation"] = module
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "validation_accumulation")
     res = module.main(["--quick", "--no-curves", "--out", str(out)])
     return out, res
 

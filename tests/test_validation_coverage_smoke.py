@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import load_script
 
 pytest.importorskip("matplotlib")
 
@@ -16,16 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "validation" / "coverage.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("lightning_ci_validation_coverage", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_coverage_study_smoke(tmp_path):
-    coverage = _load()
+    coverage = load_script(SCRIPT, "lightning_ci_validation_coverage")
     sims = 12
     argv = ["--sims", str(sims), "--num-bootstraps", "100", "--sizes", "50", "--timing-sims", "1",
             "--validation-sims", "1", "--out", str(tmp_path)]

@@ -113,13 +113,7 @@ def group_bootstrapper(metric, preds, target, truth, b):
         lo, hi = np.full(sims, np.nan), np.full(sims, np.nan)
         for i in range(sims):
             rng = np.random.default_rng([i, 1 if strategy == "poisson" else 2, bs or 0])
-            if metric == "auroc":
-                s, t = preds[i].numpy(), target[i].numpy()
-                vals = anchors.bootstrapper_auroc(s, t, bs or 1, strategy, b, rng)
-            else:
-                c = 2 if metric == "accuracy" else 3
-                codes = (target[i] * c + preds[i]).numpy()
-                vals = anchors.bootstrapper_confusion(metric, codes, bs or 1, strategy, b, rng)
+            vals = anchors.reimpl_bootstrapper_values(metric, preds[i], target[i], bs or 1, strategy, b, rng)
             lo[i], hi[i] = anchors.quantile_interval(vals)
         name = "BootStrapper poisson (any batch size)" if strategy == "poisson" else f"BootStrapper multinomial bs={bs}"
         res[name] = (lo, hi)
@@ -188,9 +182,8 @@ def validation_run(b_main: int) -> dict[str, Any]:
                     preds[i], target[i], bs, strategy, v["B"], seed=i
                 )
                 real_t.append(dt)
-                codes = (target[i] * 2 + preds[i]).numpy()
                 rng = np.random.default_rng([i, 1 if strategy == "poisson" else 2, bs])
-                vals = anchors.bootstrapper_confusion("accuracy", codes, bs, strategy, v["B"], rng)
+                vals = anchors.reimpl_bootstrapper_values("accuracy", preds[i], target[i], bs, strategy, v["B"], rng)
                 re_lo[i], re_hi[i] = anchors.quantile_interval(vals)
             row = {
                 "real": _stats(real_lo, real_hi, truth, real_t, "torchmetrics BootStrapper, all updates + compute"),

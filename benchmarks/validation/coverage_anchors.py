@@ -294,9 +294,9 @@ def bootstrapper_auroc(
     return torch.from_numpy(np.concatenate(out))
 
 
-def quantile_interval(values: torch.Tensor) -> tuple[float, float]:
+def quantile_interval(values: torch.Tensor | np.ndarray) -> tuple[float, float]:
     """``torch.quantile`` over the copies at (0.025, 0.975), as ``BootStrapper(quantile=...)`` takes it."""
-    q = torch.quantile(values.double(), torch.tensor(QUANTILES, dtype=torch.float64))
+    q = torch.quantile(torch.as_tensor(values).double(), torch.tensor(QUANTILES, dtype=torch.float64))
     return float(q[0]), float(q[1])
 
 
@@ -347,7 +347,7 @@ def reimpl_bootstrapper_values(
     metric: str, preds: torch.Tensor, target: torch.Tensor, batch_size: int, strategy: str, num_bootstraps: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """The ``[B]`` copy values of the re-implementation on the same data (as ``coverage.py`` calls it)."""
+    """The ``[B]`` copy values (float64) of the re-implementation, fed ``(preds, target)`` in batches."""
     if metric == "auroc":
         vals = bootstrapper_auroc(preds.numpy(), target.numpy(), batch_size, strategy, num_bootstraps, rng)
     else:
