@@ -419,26 +419,23 @@ class IntervalReport(Callback):
             return None
         return path / PLOT_FILENAME if path.is_dir() or (self.path is None) else path
 
-    def save_plot(self, path: Union[str, os.PathLike]) -> Optional[Path]:
-        """Write the band plot to ``path`` (a PNG): one panel per triple, the value with its interval as a band
-        over epochs, the best epoch starred and the accumulation factor as a dashed step line when logged.
+    def figure(self) -> Any:
+        """The band plot as a matplotlib ``Figure`` (made without pyplot, so no global backend is touched): one
+        panel per triple, the value with its interval as a band over epochs, the best epoch starred and the
+        accumulation factor as a dashed step line when logged.
 
-        Returns:
-            The path written, or ``None`` when matplotlib is not installed (nothing is written). Also sets
-            :attr:`plot_path`.
+        Raises:
+            ModuleNotFoundError: if matplotlib is not installed.
         """
-        try:
-            from matplotlib.figure import Figure
-        except ImportError:
-            self.plot_path = None
-            return None
-        path = Path(path)
-        names = self.names() or []
+        from matplotlib.figure import Figure
+
+        names = self.names()
         best_epoch = self.best_epoch()
         epochs = [r["epoch"] for r in self.rows]
         ncols = max(1, min(3, len(names)))
         nrows = max(1, math.ceil(len(names) / ncols))
-        fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.6))
+        height = 3.4 * nrows + 0.6
+        fig = Figure(figsize=(4.2 * ncols, height))
         axes = fig.subplots(nrows, ncols, squeeze=False).reshape(-1)
         level = format_level(self.confidence_level)
         band_label = f"{level} interval" if level else "interval"
@@ -493,7 +490,21 @@ class IntervalReport(Callback):
                        fontsize=9, frameon=False)
         title = f"Validation metrics with {level} bootstrap intervals" if level else "Validation metrics with intervals"
         fig.suptitle(title)
-        fig.tight_layout(rect=(0, 0.6 / (3.4 * nrows + 0.6) + 0.02, 1, 1))
+        fig.tight_layout(rect=(0, 0.5 / height, 1, 1))
+        return fig
+
+    def save_plot(self, path: Union[str, os.PathLike]) -> Optional[Path]:
+        """Write :meth:`figure` to ``path`` (a PNG) and set :attr:`plot_path`.
+
+        Returns:
+            The path written, or ``None`` when matplotlib is not installed (then nothing is written).
+        """
+        try:
+            fig = self.figure()
+        except ImportError:
+            self.plot_path = None
+            return None
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         self.plot_path = path
