@@ -338,3 +338,54 @@ def test_state_dict_round_trip():
     restored.load_state_dict({})  # an old checkpoint without rows
     assert restored.rows == []
     assert IntervalReport(monitor="a").state_key != IntervalReport(monitor="b").state_key
+
+
+class TwoLoaders(LightningModule):
+    """One accuracy per validation dataloader, logged with the same name: Lightning adds ``/dataloader_idx_k``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(4, C)
+        self.accs = torch.nn.ModuleList(
+            [BootstrapMetric(MulticlassAccuracy(C), num_bootstraps=100, seed=k) for k in range(2)]
+        )
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        self.accs[dataloader_idx].update(self.net(x).softmax(-1), y)
+        self.log_dict(self.accs[dataloader_idx].loggable("val_acc"), on_epoch=True)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.net(batch[0]).sum() * 0.0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_several_validation_dataloaders_give_one_triple_each():
+    torch.manual_seed(0)
+    model = TwoLoaders()
+    x, y = make_data()
+    halves = [DataLoader(TensorDataset(x[i::2], y[i::2]), batch_size=25) for i in range(2)]
+    report = IntervalReport(plot=False, verbose=False)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, max_epochs=1, callbacks=[report])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, loaders()[0], halves)
+    (row,) = report.rows
+    assert report.names() == ["val_acc/dataloader_idx_0", "val_acc/dataloader_idx_1"]
+    probs = model.net(x).softmax(-1).detach()
+    for k in range(2):
+        ref = BootstrapMetric(MulticlassAccuracy(C), num_bootstraps=100, seed=k)
+        ref.update(probs[k::2], y[k::2])
+        expected = to_log_dict(ref.compute(), f"val_acc/dataloader_idx_{k}")
+        for suffix in ("", "_lower", "_upper"):
+            key = f"val_acc/dataloader_idx_{k}{suffix}"
+            assert row[key] == pytest.approx(float(expected[key]), rel=0, abs=1e-7), key
+
+
+def test_path_as_file_or_directory(tmp_path: Path):
+    assert IntervalReport(path=tmp_path / "p.png")._plot_file() == tmp_path / "p.png"
+    assert IntervalReport(path=tmp_path)._plot_file() == tmp_path / PLOT_FILENAME  # an existing directory
+    assert IntervalReport(path=tmp_path / "plots")._plot_file() == tmp_path / "plots" / PLOT_FILENAME

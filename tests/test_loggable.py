@@ -433,3 +433,29 @@ def test_plain_metric_still_logs_itself():
     # sanity of the pass-through: a plain metric in the dict is the metric itself
     m: Metric = MeanMetric()
     assert loggable({"m": m}) == {"m": m}
+
+
+def test_generic_vector_metric_is_named_per_element_and_probed_at_most_twice(monkeypatch):
+    from scipy.stats import spearmanr
+    from torchmetrics.regression import SpearmanCorrCoef
+
+    import lightning_ci.bootstrap.views as views_module
+
+    probes = []
+    real = views_module._result_numel
+    monkeypatch.setattr(views_module, "_result_numel", lambda parent: probes.append(1) or real(parent))
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(40, 2, generator=g)
+    preds = target + torch.randn(40, 2, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the generic path says it is slow
+        metric = BootstrapMetric(SpearmanCorrCoef(num_outputs=2), num_bootstraps=20, seed=0)
+        assert list(metric.loggable("rho")) == ["rho", "rho_lower", "rho_upper"]  # size unknown before data
+        for i in range(0, 40, 10):
+            metric.update(preds[i : i + 10], target[i : i + 10])
+            views = metric.loggable("rho")
+        expected = to_log_dict(metric.compute(), "rho")
+    assert list(views) == [f"rho_{i}{s}" for i in range(2) for s in ("", "_lower", "_upper")] == list(expected)
+    assert {k: v.compute() for k, v in views.items()} == expected
+    assert float(expected["rho_1"]) == pytest.approx(spearmanr(preds[:, 1], target[:, 1]).statistic, abs=1e-6)
+    assert len(probes) == 2  # once before any update, once after the first; never per batch

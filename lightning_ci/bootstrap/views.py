@@ -19,7 +19,10 @@ Lightning finds the ``Metric`` it is asked to log among the ``LightningModule``'
 parent (under ``_loggable_views``), created before that listing: :meth:`BootstrapMetric.named_modules` calls
 :func:`prepare_views` first. The number of elements of a vector metric (for the names ``{name}_{i}``) comes
 from a local compute of a copy of the wrapped metric (no DDP sync), from ``average``/``num_classes`` for
-torchmetrics classification metrics, and is checked against the real result at ``compute()``.
+torchmetrics classification metrics, and is checked against the real result at ``compute()``. One case is
+left: a generic-path metric whose size shows only once it has data (e.g. ``SpearmanCorrCoef(num_outputs=2)``)
+gets its per-element views at the first ``loggable`` after an update; if Lightning listed the module's metrics
+before that (a metric logged in ``training_step`` with the sanity check off), it cannot find them and says so.
 
 This module imports torchmetrics and torch only (no lightning).
 """
@@ -52,6 +55,7 @@ class _ViewSet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.numel: Optional[int] = None  # number of elements of the result, once known
+        self.probed = "never"  # "never", "empty" (probed before any update) or "done" (never probed again)
 
     def extra_repr(self) -> str:
         return f"numel={self.numel}"
@@ -226,8 +230,12 @@ def prepare_views(parent: BootstrapMetric) -> _ViewSet:
     if views is None:
         views = _ViewSet()
         parent.add_module(_VIEWS_ATTR, views)
-    if views.numel is None:
+    updated = bool(parent.engine.update_called)
+    if views.numel is None and views.probed != "done" and (updated or views.probed == "never"):
+        # at most twice (once before and once after the first update): the probe copies the wrapped metric,
+        # which holds every sample seen on the generic path
         views.numel = _result_numel(parent)
+        views.probed = "done" if updated or views.numel is not None else "empty"
     indices: list[Optional[int]] = [None] if (views.numel or 1) == 1 else list(range(views.numel))
     for index in indices:
         for kind in KINDS:

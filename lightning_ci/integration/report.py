@@ -23,6 +23,7 @@ __all__ = ["IntervalReport"]
 
 TRAIN_EPOCH_KEYS = ("accumulation_factor", "effective_batch_size")
 PLOT_FILENAME = "interval_report.png"
+_DATALOADER_SUFFIX = re.compile(r"(.+)(/dataloader_idx_\d+)")
 _COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:red", "tab:brown", "tab:pink", "tab:olive")
 
 Row = dict[str, float]
@@ -39,6 +40,20 @@ def _scalar(value: Any) -> Optional[float]:
 
 def _is_nan(value: Optional[float]) -> bool:
     return value is None or math.isnan(value)
+
+
+def _with_dataloader_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """With several validation dataloaders Lightning logs ``X/dataloader_idx_0`` and ``X_lower/dataloader_idx_0``:
+    add them as ``X/dataloader_idx_0`` and ``X/dataloader_idx_0_lower``, so that they form a triple."""
+    out = dict(metrics)
+    for key, value in metrics.items():
+        match = _DATALOADER_SUFFIX.fullmatch(key)
+        if match:
+            base, suffix = match.groups()
+            for tail in ("_lower", "_upper", "_std"):
+                if base.endswith(tail):
+                    out.setdefault(f"{base[: -len(tail)]}{suffix}{tail}", value)
+    return out
 
 
 def format_level(confidence_level: Optional[float]) -> str:
@@ -70,8 +85,8 @@ class IntervalReport(Callback):
         mode: ``"max"`` or ``"min"``: whether higher or lower values of ``monitor`` are better. Ties go to the
             first epoch, as ``ModelCheckpoint`` keeps it.
         plot: write the band plot at the end of ``fit``.
-        path: the PNG file (or an existing directory to put ``interval_report.png`` in). Default:
-            ``interval_report.png`` in ``trainer.log_dir`` (the ``default_root_dir`` without a logger).
+        path: the PNG file, or a directory (existing, or a path without a suffix) to put ``interval_report.png``
+            in. Default: ``interval_report.png`` in ``trainer.log_dir`` (``default_root_dir`` without a logger).
         metrics: the triples to report, in this order (a name ``X`` also selects ``X_0``, ``X_1``, ... of a
             vector metric); ``None`` reports every triple logged, in logging order.
         confidence_level: the level printed in the labels, e.g. ``0.975`` gives "97.5%". ``None`` takes the
@@ -182,13 +197,13 @@ class IntervalReport(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._finalize(trainer)
-        self._snapshot = dict(trainer.callback_metrics)
+        self._snapshot = _with_dataloader_names(trainer.callback_metrics)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
         fitting = trainer.state.fn == TrainerFn.FITTING
-        metrics = trainer.callback_metrics
+        metrics = _with_dataloader_names(trainer.callback_metrics)
         fresh = {k: v for k, v in metrics.items() if not (fitting and self._snapshot.get(k) is v)}
         row: Row = {"epoch": trainer.current_epoch}
         for name in self._triples(fresh):
@@ -417,7 +432,7 @@ class IntervalReport(Callback):
         path = self.path if self.path is not None else self._default_dir
         if path is None:
             return None
-        return path / PLOT_FILENAME if path.is_dir() or (self.path is None) else path
+        return path / PLOT_FILENAME if self.path is None or path.is_dir() or not path.suffix else path
 
     def figure(self) -> Any:
         """The band plot as a matplotlib ``Figure`` (made without pyplot, so no global backend is touched): one
