@@ -262,6 +262,20 @@ def test_small_and_large_values_keep_their_digits():
     assert "0.00042 [0.00031, 0.00057]" in table and "1.23e+07 [1.2e+07, 1.3e+07]" in table
 
 
+def test_interval_word_and_level_come_from_the_modules_metrics():
+    stub = types.SimpleNamespace()
+    report = IntervalReport(monitor="m", plot=False)
+    report.rows = _rows([(0.7, 0.6, 0.8)])
+    report.setup(stub, torch.nn.Linear(2, 2), "validate")  # type: ignore[arg-type]  # no BootstrapMetric
+    assert "metric [interval]" in report.format_table()
+    module = torch.nn.ModuleList([BootstrapMetric(MulticlassAccuracy(C), confidence_level=0.975) for _ in range(2)])
+    report.setup(stub, module, "validate")  # type: ignore[arg-type]
+    assert "metric [97.5% bootstrap interval]" in report.format_table()
+    module.append(BootstrapMetric(MulticlassAccuracy(C), confidence_level=0.9))
+    report.setup(stub, module, "validate")  # type: ignore[arg-type]  # levels differ: none is printed
+    assert "metric [bootstrap interval]" in report.format_table()
+
+
 def test_empty_report():
     report = IntervalReport(plot=False)
     assert report.summary() == "IntervalReport: no validation epoch was recorded."

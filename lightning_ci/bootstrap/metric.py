@@ -406,6 +406,16 @@ class BootstrapMetric(WrapperMetric):
         ``self.log_dict(self.val_acc.loggable("val_acc"), on_epoch=True)``. Log on epoch only (a view has no
         per-step value), and do not reset the metric yourself.
 
+        Args:
+            name: the logging name, e.g. ``"val_acc"``.
+            include_std: also return the ``f"{name}_std"`` view(s).
+
+        Returns:
+            An ordered ``dict`` of names to stateless ``Metric`` views (the same objects on every call).
+
+        Raises:
+            TypeError: if ``name`` is not a non-empty string or ``include_std`` not a bool.
+
         Example:
             >>> import torch
             >>> from torchmetrics.classification import BinaryAccuracy

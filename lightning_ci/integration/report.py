@@ -104,6 +104,8 @@ class IntervalReport(Callback):
         TypeError: for arguments of the wrong type.
 
     Example:
+        In a fit: ``Trainer(callbacks=[IntervalReport(monitor="val_acc")]).fit(model)``. The pieces it prints:
+
         >>> report = IntervalReport(monitor="val_acc", plot=False, confidence_level=0.95)
         >>> report.rows = [
         ...     {"epoch": 0, "val_acc": 0.80, "val_acc_lower": 0.75, "val_acc_upper": 0.85},
@@ -176,6 +178,7 @@ class IntervalReport(Callback):
         self.plot_path: Optional[Path] = None
         self.text: Optional[str] = None
         self._level_given = confidence_level is not None
+        self._interval_word = "bootstrap interval"  # "interval" when the module has no BootstrapMetric
         self._default_dir: Optional[Path] = None
         self._pending: Optional[int] = None  # the epoch whose training-epoch values are still to come
         self._snapshot: dict[str, Any] = {}  # callback_metrics at the start of the training epoch
@@ -186,10 +189,12 @@ class IntervalReport(Callback):
 
     # ------------------------------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not self._level_given:
-            from lightning_ci.bootstrap import BootstrapMetric
+        from lightning_ci.bootstrap import BootstrapMetric
 
-            levels = {m.confidence_level for m in pl_module.modules() if isinstance(m, BootstrapMetric)}
+        bootstraps = [m for m in pl_module.modules() if isinstance(m, BootstrapMetric)]
+        self._interval_word = "bootstrap interval" if bootstraps else "interval"
+        if not self._level_given:
+            levels = {m.confidence_level for m in bootstraps}
             self.confidence_level = levels.pop() if len(levels) == 1 else None
         if stage == "fit" and self.plot and self.path is None:
             log_dir = trainer.log_dir  # a collective under DDP: resolve it here, where every rank runs
@@ -349,7 +354,7 @@ class IntervalReport(Callback):
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in body]
         level = format_level(self.confidence_level)
-        legend = f"value [lower, upper] = metric [{level + ' ' if level else ''}bootstrap interval]"
+        legend = f"value [lower, upper] = metric [{level + ' ' if level else ''}{self._interval_word}]"
         monitor = self.monitored()
         if best is not None:
             legend += f"; * = best epoch by {monitor}" + (" (lowest)" if self.mode == "min" else "")
@@ -503,7 +508,7 @@ class IntervalReport(Callback):
         if handles:
             fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=len(handles),
                        fontsize=9, frameon=False)
-        title = f"Validation metrics with {level} bootstrap intervals" if level else "Validation metrics with intervals"
+        title = f"Validation metrics with {level + ' ' if level else ''}{self._interval_word}s"
         fig.suptitle(title)
         fig.tight_layout(rect=(0, 0.5 / height, 1, 1))
         return fig
