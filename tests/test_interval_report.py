@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lightning_ci import AccumulationScheduler, BootstrapMetric, IntervalReport, to_log_dict
 from lightning_ci.integration.report import PLOT_FILENAME, format_level
-from tests.test_loggable import C, epoch_weights, make_data
+from tests.test_loggable import C, epoch_weights, make_data, set_epoch_weights
 
 
 class ReportModule(LightningModule):
@@ -36,10 +36,7 @@ class ReportModule(LightningModule):
         self.val_f1 = BootstrapMetric(MulticlassF1Score(C, average=None), num_bootstraps=200, seed=2)
 
     def on_validation_epoch_start(self) -> None:
-        weight, bias = epoch_weights(self.current_epoch)
-        with torch.no_grad():
-            self.net.weight.copy_(weight)
-            self.net.bias.copy_(bias)
+        set_epoch_weights(self.net, self.current_epoch)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -46,6 +46,13 @@ def epoch_weights(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(C, 4, generator=g), torch.randn(C, generator=g)
 
 
+def set_epoch_weights(net: torch.nn.Linear, epoch: int) -> None:
+    weight, bias = epoch_weights(epoch)
+    with torch.no_grad():
+        net.weight.copy_(weight)
+        net.bias.copy_(bias)
+
+
 class CountingBootstrap(BootstrapMetric):
     """Counts the bootstraps (``compute``) and resets."""
 
@@ -103,10 +110,7 @@ class ViewsModule(LightningModule):
         self.plain = MetricCollection({"plain_acc": self.plain_acc})
 
     def on_validation_epoch_start(self) -> None:
-        weight, bias = epoch_weights(self.current_epoch)
-        with torch.no_grad():
-            self.net.weight.copy_(weight)
-            self.net.bias.copy_(bias)
+        set_epoch_weights(self.net, self.current_epoch)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -257,15 +257,18 @@ class IntervalReport(Callback):
         self._pending = None  # the training-epoch values of a restored epoch are not in the new run's metrics
 
     # ------------------------------------------------------------------------------------------------ records
-    def _triples(self, metrics: Mapping[str, Any]) -> list[str]:
-        logged = [k for k in metrics if f"{k}_lower" in metrics and f"{k}_upper" in metrics]
+    def _select(self, available: list[str]) -> list[str]:
+        """``available`` triples restricted to and ordered by ``metrics`` (``X`` also selects ``X_0``, ...)."""
         if self.metrics is None:
-            return logged
+            return available
         chosen: list[str] = []
         for name in self.metrics:
             pattern = re.compile(rf"{re.escape(name)}_\d+")
-            chosen += [name] if name in logged else [k for k in logged if pattern.fullmatch(k)]
+            chosen += [name] if name in available else [k for k in available if pattern.fullmatch(k)]
         return chosen
+
+    def _triples(self, metrics: Mapping[str, Any]) -> list[str]:
+        return self._select([k for k in metrics if f"{k}_lower" in metrics and f"{k}_upper" in metrics])
 
     def _finalize(self, trainer: Trainer) -> None:
         """Add the training-epoch values (logged after validation, at the end of the epoch) to the pending row."""
@@ -288,14 +291,7 @@ class IntervalReport(Callback):
             for k in r:
                 if f"{k}_lower" in r and f"{k}_upper" in r:
                     seen.setdefault(k, None)
-        names = list(seen)
-        if self.metrics is None:
-            return names
-        ordered: list[str] = []
-        for name in self.metrics:
-            pattern = re.compile(rf"{re.escape(name)}_\d+")
-            ordered += [name] if name in seen else [k for k in names if pattern.fullmatch(k)]
-        return ordered
+        return self._select(list(seen))
 
     def monitored(self) -> Optional[str]:
         """``monitor``, or the first triple recorded when ``monitor`` is None."""
