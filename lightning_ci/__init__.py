@@ -1,8 +1,17 @@
 """lightning-ci: exact scheduled gradient accumulation and bootstrap confidence intervals for Lightning."""
 
 from lightning_ci.accumulation import AccumulationScheduler, total_optimizer_steps
-from lightning_ci.bootstrap import BootstrapMetric, to_log_dict
+from lightning_ci.bootstrap import BootstrapMetric, loggable, to_log_dict
+from lightning_ci.integration import IntervalReport
 
 __version__ = "0.1.0"
 
-__all__ = ["AccumulationScheduler", "BootstrapMetric", "__version__", "to_log_dict", "total_optimizer_steps"]
+__all__ = [
+    "AccumulationScheduler",
+    "BootstrapMetric",
+    "IntervalReport",
+    "__version__",
+    "loggable",
+    "to_log_dict",
+    "total_optimizer_steps",
+]

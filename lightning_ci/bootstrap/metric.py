@@ -394,6 +394,50 @@ class BootstrapMetric(WrapperMetric):
             ax.legend(loc="best")
         return fig, ax
 
+    # -- Lightning-native logging: the views live in lightning_ci/bootstrap/views.py ---------------------------
+    def loggable(self, name: str, include_std: bool = False) -> dict[str, Metric]:
+        """Views of the result for ``LightningModule.log_dict``: Lightning then computes, syncs and resets.
+
+        Returns ``{name, f"{name}_lower", f"{name}_upper"[, f"{name}_std"]}`` (a vector metric gives
+        ``f"{name}_{i}"``, ``f"{name}_{i}_lower"``, ... as :func:`to_log_dict` names them). Each value is a
+        stateless ``Metric`` whose ``compute()`` is one 0-d entry of :meth:`compute`; the bootstrap runs once
+        per epoch however many views are logged, and the first view reset resets this metric. In
+        ``validation_step``: ``self.val_acc.update(preds, target)`` then
+        ``self.log_dict(self.val_acc.loggable("val_acc"), on_epoch=True)``. Log on epoch only (a view has no
+        per-step value), and do not reset the metric yourself.
+
+        Args:
+            name: the logging name, e.g. ``"val_acc"``.
+            include_std: also return the ``f"{name}_std"`` view(s).
+
+        Returns:
+            An ordered ``dict`` of names to stateless ``Metric`` views (the same objects on every call).
+
+        Raises:
+            TypeError: if ``name`` is not a non-empty string or ``include_std`` not a bool.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics.classification import BinaryAccuracy
+            >>> metric = BootstrapMetric(BinaryAccuracy(), num_bootstraps=200, seed=0)
+            >>> metric.update(torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6, 0.3]), torch.tensor([1, 0, 1, 1, 0, 0]))
+            >>> views = metric.loggable("val_acc")
+            >>> list(views)
+            ['val_acc', 'val_acc_lower', 'val_acc_upper']
+            >>> bool(views["val_acc"].compute() == metric.compute()["value"])
+            True
+        """
+        from lightning_ci.bootstrap.views import loggable_views
+
+        return loggable_views(self, name, include_std)
+
+    def named_modules(self, memo: Optional[set] = None, prefix: str = "", remove_duplicate: bool = True) -> Any:
+        """``torch.nn.Module.named_modules``, after creating the :meth:`loggable` views (Lightning looks them up)."""
+        from lightning_ci.bootstrap.views import prepare_views
+
+        prepare_views(self)
+        return super().named_modules(memo, prefix, remove_duplicate)
+
 
 def to_log_dict(result: dict[str, Tensor], name: str, include_std: bool = False) -> dict[str, Tensor]:
     """Flatten a :class:`BootstrapMetric` result into 0-d tensors for ``LightningModule.log_dict``.
