@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
@@ -211,7 +212,7 @@ class AccumulationScheduler(Callback):
             ValueError: if the training loader has no length and ``max_steps`` is not set, or if neither
                 ``max_epochs`` nor ``max_steps`` bounds the fit.
         """
-        batches, micro = self._training_batches(trainer)
+        batches, micro, samples = self._training_batches(trainer)
         max_steps = trainer.max_steps if trainer.max_steps is not None else -1
         if batches == float("inf"):
             if max_steps < 0:
@@ -229,7 +230,12 @@ class AccumulationScheduler(Callback):
         if factors is None:
             assert self._targets is not None and micro is not None
             if _finder(trainer) is not None:
-                micro = largest_dividing_micro_batch(micro, self._targets.values(), trainer.world_size)
+                # The finder searches later (in `on_fit_start`); count with a micro-batch that divides the targets.
+                # With every sample in every epoch the count does not depend on which one: ceil(samples / target).
+                provisional = largest_dividing_micro_batch(micro, self._targets.values(), trainer.world_size)
+                if provisional != micro and samples is not None:
+                    batches = _limit_batches(trainer, samples, provisional)
+                micro = provisional
             factors = factors_for_micro_batch(self._targets, micro, trainer.world_size)
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
         total = count_optimizer_steps(int(batches), factors, max_epochs, max_steps)
@@ -237,10 +243,13 @@ class AccumulationScheduler(Callback):
             self._promised_steps = total
         return total
 
-    def _training_batches(self, trainer: Trainer) -> tuple[Union[int, float], Optional[int]]:
-        """(batches per epoch, the loader's micro-batch size if needed), leaving the loader as we found it."""
+    def _training_batches(self, trainer: Trainer) -> tuple[Union[int, float], Optional[int], Optional[tuple]]:
+        """(batches per epoch, the loader's micro-batch size and (samples, drop_last) if needed).
+
+        Leaves the loader as it found it.
+        """
         if trainer.limit_train_batches == 0:
-            return 0, None
+            return 0, None, None
         fit_loop = trainer.fit_loop
         set_up_here = trainer.train_dataloader is None
         if set_up_here:
@@ -248,6 +257,7 @@ class AccumulationScheduler(Callback):
         try:
             batches = trainer.num_training_batches
             micro = _loader_batch_size(trainer) if self._factors is None else None
+            samples = _loader_samples(trainer) if self._factors is None else None
         finally:
             if set_up_here:
                 # `setup_data` loads a resumable loader's state only if the checkpoint's loop state is there, which
@@ -257,7 +267,7 @@ class AccumulationScheduler(Callback):
                     fetcher.teardown()
                     fit_loop._data_fetcher = None
                 fit_loop._combined_loader = None
-        return batches, micro
+        return batches, micro, samples
 
     # ------------------------------------------------------------------ runtime state
     def _reset_runtime(self) -> None:
@@ -632,13 +642,21 @@ def _modulus(batch_idx: int, start: int, k: int) -> tuple[int, bool]:
             return k, False
         if i == 1:
             return (k if k >= 3 else 3), True  # neither zero nor step; we zero
-        return next(d for d in range(2, i + 1) if i % d == 0), False
+        return _smallest_divisor(i), False
     if i == start + k - 1:  # step, do not zero: divisor | i + 1 (then it cannot divide i)
-        return (k if (i + 1) % k == 0 else next(d for d in range(2, i + 2) if (i + 1) % d == 0)), False
-    # neither
+        return (k if (i + 1) % k == 0 else _smallest_divisor(i + 1)), False
+    # neither: i >= 1 here, and i + 2 divides neither i nor i + 1
     if i % k and (i + 1) % k:
         return k, False
-    return next(d for d in range(2, i + 3) if i % d and (i + 1) % d), False
+    return next(d for d in range(3, i + 3) if i % d and (i + 1) % d), False
+
+
+def _smallest_divisor(n: int) -> int:
+    """The smallest divisor >= 2 of ``n >= 2``."""
+    for d in range(2, math.isqrt(n) + 1):
+        if n % d == 0:
+            return d
+    return n
 
 
 def _zero_grad(trainer: Trainer, batch_idx: int) -> None:
@@ -678,6 +696,25 @@ def _loader_batch_size(trainer: Trainer) -> int:
             " `batch_size=`, or schedule accumulation factors with `scheduling=` instead."
         )
     return int(size)
+
+
+def _loader_samples(trainer: Trainer) -> Optional[tuple]:
+    """(samples per epoch on this process, drop_last) of a DataLoader with a sized sampler, else None."""
+    loader = trainer.train_dataloader
+    try:
+        return len(loader.sampler), bool(loader.drop_last)  # type: ignore[union-attr, arg-type]
+    except (AttributeError, TypeError):
+        return None
+
+
+def _limit_batches(trainer: Trainer, samples: tuple, micro: int) -> int:
+    """The batches per epoch at micro-batch ``micro``, after ``limit_train_batches`` (as Lightning parses it)."""
+    n, drop_last = samples
+    batches = n // micro if drop_last else -(-n // micro)
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        return min(batches, limit)
+    return int(batches * limit) if limit is not None else batches
 
 
 def _reload_dataloaders(trainer: Trainer) -> None:
