@@ -74,8 +74,9 @@ class AccumulationScheduler(Callback):
     ``no_sync`` on non-stepping micro-batches is kept. A window that Lightning abandons (``on_train_batch_start``
     returning -1, or a loader yielding ``None``) is dropped with its item count.
 
-    Each epoch it logs ``accumulation_factor`` (the factor of the epoch's last window) and
-    ``effective_batch_size`` (items per optimizer step, averaged over the epoch's steps).
+    Each epoch it logs ``accumulation_factor`` (the factor of the epoch's last window),
+    ``effective_batch_size`` (items per optimizer step, averaged over the epoch's steps) and, with
+    ``effective_batch_size=``, ``micro_batch_size`` (the one it read or chose).
 
     Args:
         scheduling: ``{key: factor}`` (the factor holds from that key until the next one; key 0 is 1 when
@@ -519,6 +520,8 @@ class AccumulationScheduler(Callback):
         metrics: dict[str, float] = {"accumulation_factor": float(k)}
         if self._epoch_items is not None and self._epoch_steps > 0:
             metrics["effective_batch_size"] = float(self._epoch_items) / self._epoch_steps
+        if self.micro_batch_size is not None:
+            metrics["micro_batch_size"] = float(self.micro_batch_size)
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -153,7 +153,7 @@ class _ResumableBatches:
             yield b
 
     def state_dict(self):
-        return {"consumed": self.yielded}
+        return {"consumed": self.yielded % len(self.batches)}  # an exhausted epoch resumes at the next one's start
 
     def load_state_dict(self, state):
         self.loaded.append(state)
