@@ -198,6 +198,7 @@ def replay(case: Case) -> dict[str, Any]:
         t.fit(_stopping(model, case.stop), _Resumable(batches, case.micro))
         out: dict[str, Any] = {
             "diff": max_param_diff(model, ref),
+            "weight_scale": max(p.abs().max().item() for p in ref.parameters()),
             "steps_ok": t.global_step == len(windows),
             "total_ok": case.stop is not None or cbs[0].total_optimizer_steps(t) == t.global_step,
         }
@@ -227,10 +228,12 @@ def main(count: int, seed: int = 0) -> dict[str, Any]:
 
 def _main(count: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    worst, worst_resume, failures, kinds = 0.0, 0.0, [], {}
+    worst, worst_resume, failures, kinds, worst_case = 0.0, 0.0, [], {}, {}
     for i in range(count):
         case = draw(rng, seed * 100_000 + i)
         r = replay(case)
+        if r["diff"] > worst:
+            worst_case = {"case": case.__dict__, "weight_scale": r["weight_scale"]}
         worst = max(worst, r["diff"])
         worst_resume = max(worst_resume, r.get("resume_diff", 0.0))
         for key in ("interval", "kind", "task"):
@@ -244,6 +247,7 @@ def _main(count: int, seed: int) -> dict[str, Any]:
             print("FAIL", json.dumps(failures[-1], default=str), flush=True)
     summary = {"configurations": count, "max_diff": worst, "max_resume_diff": worst_resume, "failures": len(failures)}
     summary["drawn"] = kinds
+    summary["worst"] = worst_case
     return summary
 
 
