@@ -109,6 +109,7 @@ def callback_cost(k: int, repeats: int = 2000) -> tuple[float, float]:
     for p in params:
         p.grad = torch.randn_like(p)
     opt = torch.optim.AdamW(params)
+    trainer.optimizers = [opt]  # the rescale covers the trainer's optimizers
     t0 = time.perf_counter()
     for i in range(repeats):
         cb.on_train_batch_start(trainer, module, batch, i)

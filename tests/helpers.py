@@ -132,6 +132,52 @@ def reference_fit(
     return module
 
 
+def reference_windows(
+    module: LightningModule,
+    windows: list[list[tuple[Tensor, Tensor]]],
+    loss_fn: Callable[[LightningModule, Tensor, Tensor], Tensor],
+    clip_norm: float | None = None,
+) -> LightningModule:
+    """Plain PyTorch over explicit windows: one optimizer step per window, on its concatenated batches."""
+    opt = module.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    for window in windows:
+        x = torch.cat([b[0] for b in window])
+        y = torch.cat([b[1] for b in window])
+        opt.zero_grad()
+        loss_fn(module, x, y).backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
+        opt.step()
+    return module
+
+
+def plan_windows(
+    num_batches: int | list[int],
+    factor_of: Callable[[int], int],
+    epochs: int,
+    interval: str = "epoch",
+    max_steps: int = -1,
+) -> list[list[tuple[int, int]]]:
+    """The windows a fit steps on, written out the slow, obvious way: ``[[(epoch, batch_idx), ...], ...]``.
+
+    Every epoch starts a fresh window at batch 0 and the last batch of an epoch always steps (Lightning). The
+    factor of a window is ``factor_of(epoch)`` (``interval="epoch"``) or ``factor_of(optimizer steps so far)``
+    (``interval="step"``), read when the window starts.
+    """
+    out: list[list[tuple[int, int]]] = []
+    for epoch in range(epochs):
+        b = num_batches[epoch] if isinstance(num_batches, list) else num_batches
+        start = 0
+        while start < b:
+            if 0 <= max_steps <= len(out):
+                return out
+            k = factor_of(epoch if interval == "epoch" else len(out))
+            out.append([(epoch, i) for i in range(start, min(start + k, b))])
+            start += k
+    return out
+
+
 def mse(module: LightningModule, x: Tensor, y: Tensor) -> Tensor:
     return nn.functional.mse_loss(module.net(x), y)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import csv
 import pickle
+from unittest.mock import Mock
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins import MixedPrecision
-from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, SingleDeviceStrategy
 
 from lightning_ci import AccumulationScheduler, total_optimizer_steps
 from lightning_ci.schedule import EpochSchedule
@@ -266,13 +267,19 @@ def test_resume_with_different_schedule_warns(tmp_path):
 
 
 def test_state_dict_round_trip_and_old_checkpoint():
+    """The state records the factors the fit applied (never evaluates the schedule anew), and old formats load."""
+    x, y = make_regression(8)
     cb = AccumulationScheduler({0: 2, 3: 4})
-    cb._recorded_epochs = 5
+    trainer([cb], max_epochs=5).fit(Regressor(), loader(x, y))
     state = cb.state_dict()
-    assert state["factors"] == [2, 2, 2, 4, 4]
+    assert state["factors"] == [2, 2, 2, 4, 4]  # version 1's key, still written for epoch schedules
+    assert state["history"] == [[0, 2], [3, 4]]
     other = AccumulationScheduler({0: 2, 3: 4})
     other.load_state_dict(state)
+    assert other.state_dict()["history"] == state["history"]
     other.load_state_dict({})  # a checkpoint without our keys still loads
+    other.load_state_dict({"version": 1, "factors": [2, 2, 2, 4, 4], "scheduling": {0: 2, 3: 4}})
+    assert other.state_dict()["history"] == [[0, 2], [3, 4]]
 
 
 # --------------------------------------------------------------------------- validation and refusals
@@ -334,11 +341,17 @@ def test_refuses_manual_optimization():
 
 
 def test_refuses_deepspeed():
-    fake_deepspeed = type("DeepSpeedStrategy", (SingleDeviceStrategy,), {})
-    x, y = make_regression(8)
-    t = trainer([AccumulationScheduler({0: 2})], max_epochs=1, strategy=fake_deepspeed(device="cpu"))
+    """Detected with `isinstance`, so a `Mock(spec=DeepSpeedStrategy)` (as Lightning's own tests use) is refused."""
+    fake = Mock()
+    fake.strategy = Mock(spec=DeepSpeedStrategy)
     with pytest.raises(RuntimeError, match="gradient_accumulation_steps"):
-        t.fit(Regressor(), loader(x, y))
+        AccumulationScheduler({0: 2}).setup(fake, Mock(automatic_optimization=True), "fit")
+    # a strategy that merely has "DeepSpeed" in its name is not DeepSpeed
+    named_alike = type("DeepSpeedStrategy", (SingleDeviceStrategy,), {})
+    x, y = make_regression(8)
+    trainer([AccumulationScheduler({0: 2})], max_epochs=1, strategy=named_alike(device="cpu")).fit(
+        Regressor(), loader(x, y)
+    )
 
 
 def test_refuses_trainer_accumulate_grad_batches():

@@ -1,84 +1,73 @@
-"""2-process DDP (gloo, CPU) against one process stepping on the same global windows, in float64."""
+"""AccumulationScheduler under every DDP launcher: 2 gloo processes on CPU against one process, in float64.
+
+Real ``Trainer.fit`` calls with Lightning's own ``DistributedSampler`` run through ``tests/accum_launcher_script.py``,
+one launch per launcher, several configurations each: ``ddp`` in a subprocess (Lightning relaunches ``sys.argv``,
+which must be that script rather than pytest); ``ddp_fork`` and ``ddp_spawn`` from this process (the launcher forks
+or spawns the two workers itself).
+"""
 
 from __future__ import annotations
 
-import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.strategies import DDPStrategy
-from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from lightning_ci import AccumulationScheduler
-from lightning_ci.schedule import EpochSchedule
-from tests.helpers import (
-    Regressor,
-    Tagger,
-    loader,
-    make_regression,
-    make_tokens,
-    max_param_diff,
-    mse,
-    reference_fit,
-    token_ce,
-    tokens_of,
-    trainer,
-)
-
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "accum_launcher_script.py"
 WORLD = 2
-EXACT = 1e-10  # float64; a missing cross-rank item sum is off by >1e-3 (tokens differ per rank)
+EXACT = 1e-10  # float64 rounding is ~1e-16 here; a missing cross-rank item sum is off by > 1e-3 (tokens differ)
+CONFIGS = {  # configuration -> launchers that run it (every ddp_spawn fit spawns two interpreters: the richest only)
+    "epoch_tokens_clip": ("ddp", "ddp_fork"),
+    "step_effective_tokens": ("ddp", "ddp_fork", "ddp_spawn"),
+    "epoch_effective_samples": ("ddp", "ddp_fork"),
+    "step_factors_samples": ("ddp", "ddp_fork"),
+}
 
 
-def _global_batches(x, y, batch_size):
-    """The micro-batch i of the global step is the union of every rank's micro-batch i.
+def _launch(launcher: str, out_dir: Path) -> dict:
+    if launcher == "ddp":
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), launcher, str(out_dir)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    else:
+        from tests import accum_launcher_script
 
-    ``_RankShard`` gives rank r the samples r, r + W, r + 2W, ... in order.
+        threads = torch.get_num_threads()
+        try:
+            accum_launcher_script.run(launcher, out_dir)
+        finally:
+            torch.set_num_threads(threads)
+    return json.loads((out_dir / f"{launcher}.json").read_text())
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("launcher", ["ddp", "ddp_spawn", "ddp_fork"])
+def test_launcher_matrix_equals_one_process(launcher, tmp_path):
+    """Weights after a real 2-process fit equal one process on the same global windows, under every launcher.
+
+    Each configuration also checks: the real optimizer steps == `total_optimizer_steps` (from
+    `configure_optimizers` on every rank, and at the end) == the reference plan's windows, the logged
+    `effective_batch_size` (items per step, summed over ranks) == the reference's last epoch, and with
+    `effective_batch_size=` the micro-batch read from the loader.
     """
-    per_rank = [list(loader(x[r::WORLD], y[r::WORLD], batch_size)) for r in range(WORLD)]
-    return [
-        (torch.cat([per_rank[r][i][0] for r in range(WORLD)]), torch.cat([per_rank[r][i][1] for r in range(WORLD)]))
-        for i in range(len(per_rank[0]))
-    ]
-
-
-class _RankShard(Sampler):
-    """Rank r reads samples r, r + W, ... in order (Lightning's own DistributedSampler shuffles the train set)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __iter__(self):
-        return iter(range(torch.distributed.get_rank(), self.n, WORLD))
-
-    def __len__(self):
-        return self.n // WORLD
-
-
-def _sharded(x, y, batch_size=4):
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, sampler=_RankShard(len(x)))
-
-
-def _ddp_trainer(callbacks, max_epochs):
-    strategy = DDPStrategy(process_group_backend="gloo", start_method="fork")
-    return trainer(callbacks, max_epochs=max_epochs, devices=WORLD, strategy=strategy, use_distributed_sampler=False)
-
-
-@pytest.mark.ddp
-def test_ddp_token_level_equals_single_process_on_global_windows():
-    # 46 sequences -> 23 per rank -> micro-batches of 4,4,4,4,4,3 on each rank; token counts differ by rank.
-    x, labels = make_tokens(46)
-    sched = {0: 5, 1: 3}
-    model = Tagger()
-    ref = reference_fit(copy.deepcopy(model), _global_batches(x, labels, 4), EpochSchedule(sched), 2, token_ce)
-    _ddp_trainer([AccumulationScheduler(sched, num_items=tokens_of)], 2).fit(model, _sharded(x, labels))
-    assert max_param_diff(model, ref) < EXACT
-
-
-@pytest.mark.ddp
-def test_ddp_samples_equals_single_process_on_global_windows():
-    x, y = make_regression(46)
-    sched = {0: 4, 1: 2}
-    model = Regressor("adamw")
-    ref = reference_fit(copy.deepcopy(model), _global_batches(x, y, 4), EpochSchedule(sched), 2, mse)
-    _ddp_trainer([AccumulationScheduler(sched)], 2).fit(model, _sharded(x, y))
-    assert max_param_diff(model, ref) < EXACT
+    results = _launch(launcher, tmp_path)
+    assert sorted(results) == sorted(name for name, launchers in CONFIGS.items() if launcher in launchers)
+    for name, r in results.items():
+        assert r["world_size"] == WORLD, name
+        assert r["max_diff"] < EXACT, (name, r)
+        assert r["global_step"] == r["total_at_configure"] == r["total_at_end"] == r["steps"], (name, r)
+        # Lightning logs in float32: relative 1e-6
+        assert r["effective_batch_size"] == pytest.approx(r["eff_expected"], rel=1e-6), (name, r)
+        assert r["micro_batch_size"] == (4 if "effective" in name else None), (name, r)
