@@ -33,7 +33,7 @@ from torchmetrics.classification import (
     MultilabelJaccardIndex,
     MultilabelMatthewsCorrCoef,
 )
-from torchmetrics.regression import CosineSimilarity, ExplainedVariance, KendallRankCorrCoef, MeanSquaredError
+from torchmetrics.regression import CosineSimilarity, ExplainedVariance, KendallRankCorrCoef, MeanSquaredError, R2Score
 
 from lightning_ci.bootstrap import BootstrapMetric
 from lightning_ci.bootstrap._ranges import metric_range
@@ -425,3 +425,30 @@ def test_generic_bayesian_weight_passed_positionally():
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
     assert float(a["lower"]) < float(a["value"]) < float(a["upper"])
+
+
+def test_generic_replicate_the_metric_rejects_is_undefined():
+    # R2Score raises on a single sample: a Poisson replicate of 5 samples has one with probability 5/e^5 (3%)
+    g = torch.Generator().manual_seed(19)
+    x = torch.randn(5, generator=g)
+    m = BootstrapMetric(R2Score(), num_bootstraps=200, resampling="poisson", seed=0)
+    m.update(x + 0.3 * torch.randn(5, generator=g), x)
+    with pytest.warns(UserWarning, match="undefined"):  # the dropped replicates are reported
+        res = m.compute()
+    assert torch.isfinite(res["lower"]) and _contains(res)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ranking_logits_with_ignored_samples_match_torchmetrics(seed):
+    # logits on a coarse grid (ties) with ignored samples interleaved: the sigmoid must see the kept samples only,
+    # as torchmetrics' does, or a 1-ulp rounding difference splits a tie (0.1.0 was off by up to 0.005)
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(2, (150,), generator=g)
+    logits = ((torch.randn(150, generator=g) + target) * 2).round() / 2 * 1.6219
+    target = torch.where(torch.rand(150, generator=g) < 0.15, -1, target)
+    for metric in (BinaryAUROC(ignore_index=-1), BinaryAveragePrecision(ignore_index=-1)):
+        ref = _fit(copy.deepcopy(metric), logits, target, batch=37)
+        res = _compute(_fit(BootstrapMetric(copy.deepcopy(metric), num_bootstraps=20, seed=0), logits, target,
+                            batch=37))  # fmt: skip
+        # the kernels differ (float64 here, float32 there): equal to 1e-6; a split tie moves the value by > 1e-3
+        torch.testing.assert_close(res["value"], ref.compute(), rtol=0, atol=1e-6, msg=f"{seed} {metric}")

@@ -252,15 +252,22 @@ class GenericEngine(BootstrapEngine):
     def _evaluate(
         metric: Metric, args: list[Any], kwargs: dict[str, Any], index: Optional[Tensor], shape: torch.Size
     ) -> Tensor:
-        """The metric on the samples ``index`` (all when None); NaN of ``shape`` for an empty replicate."""
+        """The metric on the samples ``index`` (all when None) of a replicate or a leave-one-out set.
+
+        NaN of ``shape`` where the metric is undefined on that set: an empty replicate, or one the metric rejects
+        (``R2Score`` on a single sample raises); the full data was computed without error before.
+        """
         metric.reset()
         if index is not None:
             args = [a[index] if isinstance(a, Tensor) else a for a in args]
             kwargs = {k: v[index] if isinstance(v, Tensor) else v for k, v in kwargs.items()}
             if int(index.numel()) == 0:
                 return torch.full(shape, float("nan"))
-        metric.update(*args, **kwargs)
-        value = metric.compute()
+        try:
+            metric.update(*args, **kwargs)
+            value = metric.compute()
+        except (ValueError, RuntimeError, IndexError, ZeroDivisionError):
+            return torch.full(shape, float("nan"))
         if not isinstance(value, Tensor):
             raise TypeError(
                 "BootstrapMetric supports metrics whose `compute` returns a tensor, but "

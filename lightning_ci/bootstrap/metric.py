@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.wrappers.abstract import WrapperMetric
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine
+from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput
 from lightning_ci.bootstrap._ranges import metric_range
 from lightning_ci.bootstrap.generic import GenericEngine
 from lightning_ci.intervals import INTERVAL_METHODS, _rank_zero_warn, bootstrap_std, confidence_interval
@@ -310,27 +310,10 @@ class BootstrapMetric(WrapperMetric):
             )
             nan = torch.full(value.shape, float("nan"), dtype=dtype, device=value.device)
             return {"value": value, "lower": nan, "upper": nan.clone(), "std": nan.clone()}
-        # Metric's compute wrapper squeezes every one-element tensor (``_squeeze_if_scalar``), so restore the
-        # documented shapes: replicates [B, *S], jackknife [m, *S], weights [m]
         replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
-        jackknife = None if out.jackknife is None else out.jackknife.reshape(-1, *value.shape)
-        weights = None if out.jackknife_weights is None else out.jackknife_weights.reshape(-1)
-        lower, upper = confidence_interval(
-            replicates,
-            value,
-            confidence_level=self.confidence_level,
-            method=self.method,
-            jackknife=jackknife,
-            jackknife_weights=weights,
-            bounds=self._range,
-        )
-        # an interval (e.g. percentile on a skewed bootstrap distribution) may miss the estimate: widen it
-        finite = torch.isfinite(value)
-        est = value.to(lower.dtype)
-        lower = torch.where(finite, torch.minimum(lower, est), lower)
-        upper = torch.where(finite, torch.maximum(upper, est), upper)
+        lower, upper = self._interval(out, self.method)
         std = bootstrap_std(replicates)
-        return {"value": value, "lower": lower.to(dtype), "upper": upper.to(dtype), "std": std.to(dtype)}
+        return {"value": value, "lower": lower, "upper": upper, "std": std.to(dtype)}
 
     def persistent(self, mode: bool = False) -> None:
         """Make the bootstrap state part of ``state_dict`` (``mode=True``) or not (the default).
@@ -346,6 +329,35 @@ class BootstrapMetric(WrapperMetric):
         if prefix + "engine._bootstrap_seed" in state_dict:  # the saved seed: every rank loads the same one
             self._seed_given = self._seed_synced = True
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _interval(self, out: EngineOutput, method: str) -> tuple[Tensor, Tensor]:
+        """The ``(lower, upper)`` that ``compute`` returns for the engine output ``out`` and ``method``.
+
+        Clipped to the metric's range (``self._range``) and widened to contain a finite estimate, in the dtype
+        of the value (the default float dtype for an integer value).
+        """
+        value = out.value
+        # Metric's compute wrapper squeezes every one-element tensor (``_squeeze_if_scalar``), so restore the
+        # documented shapes: replicates [B, *S], jackknife [m, *S], weights [m]
+        replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
+        jackknife = None if out.jackknife is None else out.jackknife.reshape(-1, *value.shape)
+        weights = None if out.jackknife_weights is None else out.jackknife_weights.reshape(-1)
+        lower, upper = confidence_interval(
+            replicates,
+            value,
+            confidence_level=self.confidence_level,
+            method=method,
+            jackknife=jackknife,
+            jackknife_weights=weights,
+            bounds=self._range,
+        )
+        # an interval (e.g. percentile on a skewed bootstrap distribution) may miss the estimate: widen it
+        finite = torch.isfinite(value)
+        est = value.to(lower.dtype)
+        lower = torch.where(finite, torch.minimum(lower, est), lower)
+        upper = torch.where(finite, torch.maximum(upper, est), upper)
+        dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+        return lower.to(dtype), upper.to(dtype)
 
     def reset(self) -> None:
         """Reset to a fresh state (the seed is kept)."""

@@ -33,8 +33,10 @@ How a replicate is made:
 torchmetrics decides per ``update`` whether scores are logits (on CPU: any kept value outside [0, 1], NaN
 included, in that batch; on other devices NaN does not count) and then applies sigmoid/softmax; the engine does
 the same, so ``value`` matches, but with logits the result can depend on how the data is split into batches (in
-torchmetrics too). Pass probabilities for batch-invariant results. Ignored samples (``ignore_index``) stay in the
-sample state with their target and are dropped at compute, so that ``update`` never synchronises with the host.
+torchmetrics too). Pass probabilities for batch-invariant results. Ignored samples (``ignore_index``) are dropped
+at ``update`` on CPU, before the normalisation, exactly as torchmetrics drops them (the normalised scores are then
+bit-identical to torchmetrics'); on other devices they stay in the sample state with their target and are dropped
+at compute, so that ``update`` never synchronises with the host.
 When the wrapped metric's ``validate_args`` is true, ``update`` first runs torchmetrics' own tensor validation
 (out-of-range targets raise as they do there); integer scores and floating targets are accepted as torchmetrics
 accepts them without validation.
@@ -467,6 +469,11 @@ class RankingEngine(BootstrapEngine):
             preds = preds.flatten()
         target = target.flatten()
         valid = target != self._ignore_index if self._ignore_index is not None else None
+        if valid is not None and preds.device.type == "cpu":
+            # on CPU (no device sync to avoid) drop the ignored samples first, as torchmetrics does: the sigmoid /
+            # softmax then runs on the same tensor as torchmetrics', bit for bit (a vectorised kernel can round an
+            # element 1 ulp differently at another position, which breaks ties in exact curves)
+            preds, target, valid = preds[valid], target[valid], None
         if self._normalization:
             # torchmetrics normalises a batch when any kept score lies outside [0, 1]. On CPU it tests
             # ``not all(0 <= p <= 1)``, so a NaN score normalises the batch; on other devices it tests
