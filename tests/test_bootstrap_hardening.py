@@ -452,3 +452,26 @@ def test_ranking_logits_with_ignored_samples_match_torchmetrics(seed):
                             batch=37))  # fmt: skip
         # the kernels differ (float64 here, float32 there): equal to 1e-6; a split tie moves the value by > 1e-3
         torch.testing.assert_close(res["value"], ref.compute(), rtol=0, atol=1e-6, msg=f"{seed} {metric}")
+
+
+@pytest.mark.parametrize("factory", [lambda: MulticlassAccuracy(3, top_k=2), MeanSquaredError])
+def test_generic_path_skips_an_empty_batch(factory):
+    # MulticlassAccuracy(top_k=2) cannot format an empty batch in torchmetrics 1.9; the generic path skips it,
+    # as the fast engines do, and an epoch of empty batches only gives NaN bounds
+    g = torch.Generator().manual_seed(20)
+    if factory().__class__ is MulticlassAccuracy:
+        data = (torch.softmax(torch.randn(30, 3, generator=g), 1), torch.randint(3, (30,), generator=g))
+    else:
+        x = torch.randn(30, generator=g)
+        data = (x + torch.randn(30, generator=g), x)
+    with_empty = BootstrapMetric(factory(), num_bootstraps=30, seed=0)
+    with_empty.update(*(d[:10] for d in data))
+    with_empty.update(*(d[:0] for d in data))
+    with_empty.update(*(d[10:] for d in data))
+    without = _fit(BootstrapMetric(factory(), num_bootstraps=30, seed=0), *data, batch=30)
+    a, b = _compute(with_empty), _compute(without)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+    only_empty = BootstrapMetric(factory(), num_bootstraps=30, seed=0)
+    only_empty.update(*(d[:0] for d in data))
+    assert torch.isnan(_compute(only_empty)["lower"]).all()

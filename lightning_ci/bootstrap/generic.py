@@ -216,7 +216,11 @@ class GenericEngine(BootstrapEngine):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Store the tensor inputs (samples along dim 0) and update the point-estimate copy."""
+        """Store the tensor inputs (samples along dim 0) and update the point-estimate copy.
+
+        An empty batch (no samples) is skipped, as the fast engines skip it: torchmetrics' own ``update``
+        rejects one for many metrics (``MulticlassAccuracy(top_k=2)``, ``PearsonCorrCoef``).
+        """
         sizes = {a.shape[0] for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor) and a.ndim > 0}
         if any(isinstance(a, Tensor) and a.ndim == 0 for a in list(args) + list(kwargs.values())):
             raise ValueError("BootstrapMetric (generic path) needs every tensor input to have samples along dim 0.")
@@ -226,6 +230,8 @@ class GenericEngine(BootstrapEngine):
                 f"(dim 0) in every tensor input, but received sizes {sorted(sizes)}."
             )
         self._register(args, kwargs)
+        if sizes == {0}:  # an empty batch adds no sample (many torchmetrics metrics cannot format one)
+            return
         for i, a in enumerate(args):
             if isinstance(a, Tensor):
                 getattr(self, f"_arg_{i}").append(a.detach())
@@ -275,6 +281,12 @@ class GenericEngine(BootstrapEngine):
             )
         return value.detach().to(torch.get_default_dtype() if not value.is_floating_point() else value.dtype)
 
+    def _has_samples(self) -> bool:
+        """Whether any sample was stored (a tensor state of the first tensor argument is non-empty)."""
+        name = next(n for n in self._defaults if n.startswith(("_arg_", "_kw_")))
+        value = getattr(self, name)
+        return value.numel() > 0 if isinstance(value, Tensor) else any(v.numel() > 0 for v in value)
+
     def _empty_output(self) -> EngineOutput:
         """No samples: the wrapped metric's own value on no data (NaN if it cannot compute one), no replicates."""
         try:
@@ -306,7 +318,7 @@ class GenericEngine(BootstrapEngine):
 
     def compute(self) -> EngineOutput:
         """Run the ``B`` replicates (and the jackknife if requested) on the gathered samples."""
-        if self._arg_spec is None:
+        if self._arg_spec is None or not self._has_samples():
             return self._empty_output()
         if not self._warned_slow:
             self._warned_slow = True
