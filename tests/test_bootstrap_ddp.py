@@ -43,7 +43,7 @@ CHECKS = {  # name -> (data key, BootstrapMetric kwargs)
     "f1_poisson": ("f1", {"seed": 6, "resampling": "poisson"}),
     "f1_seed_none": ("f1", {"seed": None}),
 }
-SAME_AS_SINGLE_PROCESS = ("f1_multinomial", "f1_bca", "auroc_multinomial", "mse_generic")
+SAME_AS_SINGLE_PROCESS = ("f1_multinomial", "f1_bca", "auroc_multinomial", "mse_generic", "f1_poisson")
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:

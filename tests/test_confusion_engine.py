@@ -576,9 +576,8 @@ def test_poisson_state_shape_and_mean(task, factory, sizes):
     k = {"binary": 4, "multiclass": C * C, "multilabel": 4 * L}[task]
     cells = engine.replicate_cells()
     assert cells.shape == (b, k)
-    if task == "multilabel":  # drawn per row at update time into a constant-size state
-        assert engine.poisson_counts.shape == (b, k)
-    counts = (engine.counts[:k] if task != "multilabel" else engine.counts).double()
+    # multilabel: Poisson(m) per distinct row pattern at compute, so each per-label cell is Poisson(count) too
+    counts = (engine.counts[:k] if task != "multilabel" else engine._atoms()[0]).double()
     # each cell count is Poisson(m): the mean of B of them has sd sqrt(m / B)
     assert ((cells.mean(0) - counts).abs() <= 5 * (counts / b).sqrt() + 1e-12).all()
     # and its variance is m too: the sample variance of B Poisson(m) has sd ~ m sqrt(2 / B) (+ m^0.5 / B)
@@ -595,7 +594,7 @@ def test_poisson_multilabel_shares_weights_across_labels():
     engine = _engine(MultilabelRecall(num_labels=2), "poisson", b=300)
     for i in range(0, 50, 7):
         engine.update(preds[i : i + 7], target[i : i + 7])
-    tp = engine.poisson_counts.reshape(300, 2, 4)[..., 3]
+    tp = engine.replicate_cells().reshape(300, 2, 4)[..., 3]
     assert torch.equal(tp[:, 0], tp[:, 1])  # one weight per sample, shared by its labels
     assert tp[:, 0].var() > 10  # Var Poisson(50) = 50, so the weights do vary
 

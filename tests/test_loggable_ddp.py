@@ -131,14 +131,7 @@ def test_spawn_ranking_views_and_report_equal_one_process(spawned):
     assert Path(rank0["plot"]).is_file()
 
 
-SPAWN_FIX = (
-    "ddp_spawn puts the engine's states in shared memory and the confusion engine updates them in place, so the "
-    "sync counts the data twice (issue 9, item 1; fixed on another branch). Remove this mark once it is merged."
-)
-
-
 @pytest.mark.ddp
-@pytest.mark.xfail(reason=SPAWN_FIX, strict=True)
 def test_spawn_confusion_bounds_equal_one_process(spawned):
     for epoch, logged in _epochs(spawned, 0):
         ref = _reference(epoch)
@@ -147,11 +140,6 @@ def test_spawn_confusion_bounds_equal_one_process(spawned):
 
 
 @pytest.mark.ddp
-@pytest.mark.xfail(
-    reason="The generic path's replicates depend on the order in which samples arrive, and DDP gathers them rank "
-    "by rank (issue 9, item 1, second cause). Remove this mark once that is fixed.",
-    strict=True,
-)
 def test_spawn_generic_bounds_equal_one_process(spawned):
     for epoch, logged in _epochs(spawned, 0):
         ref = _reference(epoch)

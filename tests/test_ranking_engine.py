@@ -308,9 +308,8 @@ def test_jackknife_is_fast_for_n_5000():
 _INVARIANCE_CASES = [
     (mode, name, thresholds)
     for mode in MODES
-    for name, thresholds in [("bin_auroc", None), ("bin_ap", 9), ("mc_ap", None), ("mc_auroc", 6)]
-    # binned Poisson draws at update time: reproducible per seed and update order (tested below), not per order
-    if not (mode == "poisson" and thresholds is not None)
+    # every mode draws at compute, binned Poisson included (it drew at update time up to 0.1.0)
+    for name, thresholds in [("bin_auroc", None), ("bin_ap", 9), ("mc_ap", None), ("mc_auroc", 6), ("bin_auroc", 7)]
 ]
 
 
@@ -336,14 +335,13 @@ def test_seed_and_batch_order_invariance(mode, name, thresholds):
     assert not torch.equal(a, run(8, ident, False))
 
 
-def test_binned_poisson_reproducible_and_constant_memory():
-    preds, target = _multiclass_data(300, 3, seed=1)
-    engines = [RankingEngine(MulticlassAUROC(3, thresholds=5), 50, "poisson", 3, False) for _ in range(2)]
-    for eng in engines:
+def test_binary_binned_constant_memory_in_every_mode():
+    preds, target = _binary_data(300, seed=1)
+    for mode in MODES:
+        eng = RankingEngine(BinaryAUROC(thresholds=5), 50, mode, 3, False)
         _feed([eng], preds, target, sizes=(32,))
-    assert torch.equal(engines[0].compute().replicates, engines[1].compute().replicates)
-    shapes = {name: tuple(getattr(engines[0], name).shape) for name in engines[0]._defaults}
-    assert shapes == {"hist": (3, 2, 6), "whist": (50, 3, 2, 6)}  # nothing grows with n
+        shapes = {name: tuple(getattr(eng, name).shape) for name in eng._defaults}
+        assert shapes == {"hist": (1, 2, 6)}, mode  # nothing grows with n: replicates drawn per histogram cell
 
 
 def _rank_auroc(preds: np.ndarray, target: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -107,7 +107,43 @@ def _stat_auroc(s: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
-SCIPY_STATISTICS = {"accuracy": _stat_accuracy, "macro_f1": _stat_macro_f1, "auroc": _stat_auroc}
+def _signed_from_confmat(metric: str, cm: np.ndarray) -> np.ndarray:
+    """MCC (binary) or Cohen's kappa (unweighted) of confusion matrices ``[..., C, C]`` (rows = target).
+
+    Both are what torchmetrics computes whenever no marginal is empty (MCC) and p_e < 1 (kappa); where they are
+    undefined this gives 0 (never reached by the study's tables at n >= 50 but for a vanishing fraction).
+    """
+    cm = cm.astype(np.float64)
+    m = cm.sum((-2, -1))
+    rows, cols = cm.sum(-1), cm.sum(-2)
+    if metric == "mcc":
+        num = cm[..., 1, 1] * cm[..., 0, 0] - cm[..., 1, 0] * cm[..., 0, 1]
+        den = rows[..., 0] * rows[..., 1] * cols[..., 0] * cols[..., 1]
+        return np.where(den > 0, num / np.sqrt(np.where(den > 0, den, 1.0)), 0.0)
+    p_o = np.trace(cm, axis1=-2, axis2=-1) / m
+    p_e = (rows * cols).sum(-1) / m**2
+    return np.where(p_e < 1, (p_o - p_e) / np.where(p_e < 1, 1 - p_e, 1.0), 0.0)
+
+
+def _confmat(p: np.ndarray, t: np.ndarray, c: int, axis: int = -1) -> np.ndarray:
+    """Confusion matrices ``[..., C, C]`` of label arrays along ``axis`` (rows = target)."""
+    p, t = np.moveaxis(p, axis, -1), np.moveaxis(t, axis, -1)
+    return np.stack([np.stack([((t == i) & (p == j)).sum(-1) for j in range(c)], -1) for i in range(c)], -2)
+
+
+def _stat_mcc(p: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _signed_from_confmat("mcc", _confmat(p, t, 2, axis))
+
+
+def _stat_kappa(p: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _signed_from_confmat("kappa", _confmat(p, t, 3, axis))
+
+
+SCIPY_STATISTICS = {
+    "accuracy": _stat_accuracy, "macro_f1": _stat_macro_f1, "auroc": _stat_auroc, "mcc": _stat_mcc,
+    "kappa": _stat_kappa,
+}
+NUM_CLASSES = {"accuracy": 2, "macro_f1": 3, "mcc": 2, "kappa": 3}
 
 
 def _rowcounts(values: np.ndarray, k: int) -> np.ndarray:
@@ -130,14 +166,16 @@ def index_statistic(metric: str, preds: np.ndarray, target: np.ndarray):
     intervals with the plain paired call on the timed sets, and ``tests/test_validation_anchors.py`` checks both.
     """
     n = preds.shape[-1]
-    if metric in ("accuracy", "macro_f1"):
-        c = 2 if metric == "accuracy" else 3
+    if metric in NUM_CLASSES:
+        c = NUM_CLASSES[metric]
         codes = (target.astype(np.int64) * c + preds.astype(np.int64))
 
         def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
             shape, m = idx.shape[:-1], idx.shape[-1]
             cm = _rowcounts(codes[idx.reshape(-1, m)], c * c).reshape(-1, c, c)
-            if metric == "accuracy":
+            if metric in ("mcc", "kappa"):
+                out = _signed_from_confmat(metric, cm)
+            elif metric == "accuracy":
                 out = np.trace(cm, axis1=1, axis2=2) / m
             else:
                 tp = np.diagonal(cm, axis1=1, axis2=2)

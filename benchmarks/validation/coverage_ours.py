@@ -3,9 +3,9 @@
 For ``resampling`` in ("multinomial", "poisson") one ``BootstrapMetric(method="bca")`` is built per mode
 and reused across simulated sets: for set ``i`` its engine seed is set to ``i`` (as ``BootstrapMetric(seed=i)``
 would set it) and the metric is ``reset()``. Its engine's replicates and jackknife are turned into the four
-intervals by :func:`lightning_ci.intervals.confidence_interval` with exactly the arguments that
-``BootstrapMetric.compute`` passes (see :func:`intervals_from_engine`), so the four methods share one set of
-replicates instead of paying four times for them. ``resampling="bayesian"`` goes through
+intervals by ``BootstrapMetric._interval``, the code path of ``BootstrapMetric.compute`` (see
+:func:`intervals_from_engine`), so the four methods share one set of replicates instead of paying four times
+for them. ``resampling="bayesian"`` goes through
 ``BootstrapMetric.compute()`` itself (percentile only).
 
 That this shortcut is exact is checked on the first ``timing_sims`` sets of every cell: there a fresh
@@ -23,10 +23,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torchmetrics import Metric
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassF1Score
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryMatthewsCorrCoef,
+    MulticlassCohenKappa,
+    MulticlassF1Score,
+)
 
 from lightning_ci import BootstrapMetric
-from lightning_ci.intervals import confidence_interval
 
 METHODS = ("percentile", "basic", "normal", "bca")
 RESAMPLINGS = ("multinomial", "poisson", "bayesian")
@@ -42,26 +47,15 @@ def base_metric(metric: str) -> Callable[[], Metric]:
         "accuracy": BinaryAccuracy,
         "macro_f1": lambda: MulticlassF1Score(num_classes=3, average="macro"),
         "auroc": BinaryAUROC,
+        "mcc": BinaryMatthewsCorrCoef,
+        "kappa": lambda: MulticlassCohenKappa(num_classes=3),
     }[metric]
 
 
 def intervals_from_engine(bm: BootstrapMetric, out: Any, method: str) -> tuple[float, float]:
-    """What ``BootstrapMetric.compute`` returns for ``method``, from an engine output (same code path)."""
-    value = out.value
-    replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
-    jackknife = None if out.jackknife is None else out.jackknife.reshape(-1, *value.shape)
-    weights = None if out.jackknife_weights is None else out.jackknife_weights.reshape(-1)
-    lower, upper = confidence_interval(
-        replicates,
-        value,
-        confidence_level=bm.confidence_level,
-        method=method,
-        jackknife=jackknife,
-        jackknife_weights=weights,
-        bounds=(bm.plot_lower_bound, bm.plot_upper_bound),
-    )
-    dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
-    return float(lower.to(dtype)), float(upper.to(dtype))
+    """What ``BootstrapMetric.compute`` returns for ``method``, from an engine output (its own code path)."""
+    lower, upper = bm._interval(out, method)
+    return float(lower), float(upper)
 
 
 def run_ours(
@@ -81,7 +75,7 @@ def run_ours(
     }
     for i in range(sims):
         for r, bm in shared.items():
-            bm.engine.seed = i  # what BootstrapMetric(seed=i) sets; reset() reseeds the update stream
+            bm.engine.seed = i  # what BootstrapMetric(seed=i) sets
             bm.reset()
             with warnings.catch_warnings(record=True) as rec:
                 warnings.simplefilter("always")

@@ -18,9 +18,15 @@ from coverage_sim import (
     METRICS,
 )
 
-TITLES = {"accuracy": "Binary accuracy", "macro_f1": "Macro-F1 (3 classes)", "auroc": "AUROC (binormal)"}
+TITLES = {
+    "accuracy": "Binary accuracy", "macro_f1": "Macro-F1 (3 classes)", "auroc": "AUROC (binormal)",
+    "mcc": "Binary MCC", "kappa": "Cohen's kappa (3 classes)",
+}  # fmt: skip
 OURS = [config_name(*c) for c in CONFIGS]
+# coverage_signed.py: the default's bounds clipped to torchmetrics' plot range, as 0.1.0 returned them
+OLD_CLIPPING = "0.1.0: ours bca (multinomial) clipped to [0, 1]"
 ANCHOR_ORDER = [
+    OLD_CLIPPING,
     "BootStrapper poisson (any batch size)",
     "BootStrapper multinomial bs=1",
     "BootStrapper multinomial bs=8",
@@ -553,4 +559,7 @@ def write_report(results: dict[str, Any], out: Path, args: Any = None) -> None:
         if _cells(results, metric):
             md += ["", f"**{TITLES[metric]}**", "", detail_table(results, metric)]
     md += ["", "</details>", ""]
+    signed = out / "coverage_signed.md"  # written by coverage_signed.py (MCC and Cohen's kappa)
+    if signed.exists():
+        md += [signed.read_text().strip(), ""]
     (out / "coverage.md").write_text("\n".join(md))

@@ -55,13 +55,16 @@ class BootstrapEngine(Metric):
     Subclasses implement ``supports`` (classmethod), ``update`` and ``compute`` (returning
     :class:`EngineOutput`), and declare their states in ``__init__`` with ``add_state``.
 
-    Randomness comes only from :meth:`generator`, never from the global RNG:
+    Randomness comes only from :meth:`generator`, never from the global RNG: ``generator(device, stream)``
+    returns a fresh ``torch.Generator`` on ``device`` seeded from ``(self.seed, stream)``. Every engine draws
+    its replicates in ``compute`` (``stream=0``), so that the result is a pure function of the synced state
+    and the seed: the same under any batching, sample order, DDP launcher or number of ranks.
 
-    - ``generator(device, stream)`` returns a fresh ``torch.Generator`` on ``device`` seeded from
-      ``(self.seed, stream)``. ``compute`` uses ``stream=0`` so that the result is a pure function of the
-      synced state and the seed.
-    - Streaming modes (Poisson) draw at update time from ``self._update_generator(device)``, a persistent
-      generator seeded from ``(seed, 1 + rank)`` so ranks draw independent streams; ``reset()`` reseeds it.
+    States are only ever replaced in ``update`` (``self.x = self.x + d``), never written in place: the
+    ``ddp_spawn`` launcher pickles the module through ``torch.multiprocessing``, which moves tensors into
+    shared memory, so an in-place update would add every rank's data into one storage (which the sync then
+    sums again). Unpickling also gives every tensor state of the engine and of the metric it wraps (whose own
+    ``update`` may add in place) a private copy, so that no two processes ever write into one storage.
     """
 
     full_state_update: ClassVar[bool] = False
@@ -82,7 +85,7 @@ class BootstrapEngine(Metric):
         self.resampling = resampling
         self.seed = int(seed)
         self.need_jackknife = bool(need_jackknife)
-        self._upd_gen: Optional[torch.Generator] = None
+        self._persistent_mode = False
 
     @classmethod
     def supports(cls, base_metric: Metric, resampling: str) -> bool:  # pragma: no cover - interface
@@ -93,18 +96,43 @@ class BootstrapEngine(Metric):
         gen.manual_seed(_stream_seed(self.seed, stream))
         return gen
 
-    def _update_generator(self, device: torch.device) -> torch.Generator:
-        if self._upd_gen is None or self._upd_gen.device != torch.device(device):
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank = torch.distributed.get_rank() if distributed else 0
-            self._upd_gen = self.generator(device, stream=1 + rank)
-        return self._upd_gen
+    def persistent(self, mode: bool = False) -> None:
+        """Save the bootstrap state (every engine state, and the seed) in ``state_dict`` (or not)."""
+        super().persistent(mode)
+        self._persistent_mode = bool(mode)
 
-    def reset(self) -> None:
-        super().reset()
-        self._upd_gen = None
+    def state_dict(self, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        destination = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if self._persistent_mode:  # a resumed evaluation must draw the same replicates
+            destination[prefix + "_bootstrap_seed"] = torch.tensor(self.seed, dtype=torch.int64)
+        return destination
 
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_upd_gen"] = None  # torch.Generator does not pickle; it is reseeded on first use
-        return state
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        seed = state_dict.pop(prefix + "_bootstrap_seed", None)
+        if seed is not None:
+            self.seed = int(seed)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._computed = None
+        loaded = [getattr(self, name) for name in self._defaults]
+        if any(len(v) > 0 if isinstance(v, list) else bool(v.any()) for v in loaded):
+            self._update_count = max(self._update_count, 1)  # the loaded state counts as updated
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for metric in self.modules():
+            if isinstance(metric, Metric):
+                _unshare_states(metric)
+
+
+def _unshare_states(metric: Metric) -> None:
+    """Replace every tensor state of ``metric`` that lives in shared memory by a private copy.
+
+    ``torch.multiprocessing`` (the ``ddp_spawn`` launcher) moves pickled tensors into shared memory; after
+    unpickling in two worker processes, both would otherwise hold one storage.
+    """
+    for name in metric._defaults:
+        value = getattr(metric, name)
+        if isinstance(value, Tensor) and value.is_shared():
+            setattr(metric, name, value.clone())
+        elif isinstance(value, list) and any(isinstance(v, Tensor) and v.is_shared() for v in value):
+            setattr(metric, name, [v.clone() if isinstance(v, Tensor) and v.is_shared() else v for v in value])

@@ -17,8 +17,9 @@ whole evaluation set therefore only needs the counts, not the samples:
   binary and multiclass inputs a replicate is exactly ``Poisson(count)`` per cell: it is drawn at compute
   time from the synced counts (``[B, cells]``, whatever n is), which keeps ``update`` as cheap as the
   unwrapped metric and makes the result independent of batching and of the number of DDP ranks.
-  Multilabel rows share one weight across their labels, so there the weights are drawn per row at
-  ``update`` time into a ``[B, 4L]`` sum state (constant memory).
+  Multilabel rows share one weight across their labels, so there the m identical rows of one distinct
+  *pattern* get ``Poisson(m)``, drawn at compute time from the stored rows (as the multinomial mode
+  stores them): the result depends only on the multiset of rows and the seed.
 
 The *unit* that is resampled is one element of the flattened input, exactly as torchmetrics counts
 them: one sample for ``(N,)`` inputs, one (sample, position) pair for inputs with extra dimensions
@@ -195,16 +196,20 @@ def _dirichlet_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -
     return gamma / gamma.sum(-1, keepdim=True) * n
 
 
-def _poisson_one(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
-    """Poisson(1) variates (float64) by inversion of the CDF: a few times faster than ``torch.poisson``.
+def _poisson_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
+    """Poisson-bootstrap replicate counts: ``Poisson(count)`` per atom and row (the sum of its units'
+    independent Poisson(1) weights).
 
-    The CDF table reaches 1.0 in float64 at k = 18, so this is exact to the resolution of a float64
-    uniform (P(X > 18) < 1e-16).
+    Args:
+        counts: non-negative counts, shape ``[M]``.
+        num_rows: number of replicates B.
+        generator: the only source of randomness.
+
+    Returns:
+        float64 tensor ``[B, M]`` of integer-valued counts.
     """
-    k = torch.arange(24, dtype=torch.float64, device=device)
-    cdf = torch.exp(-1.0 - torch.lgamma(k + 1.0)).cumsum(0)
-    u = torch.rand(shape, dtype=torch.float64, generator=generator, device=device)
-    return torch.searchsorted(cdf, u, right=True).to(torch.float64)  # u < 1 = cdf[-1]: index <= 18
+    rates = counts.double().expand(num_rows, -1).contiguous()
+    return torch.poisson(rates, generator=generator)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -431,11 +436,14 @@ class ConfusionEngine(BootstrapEngine):
 
     - binary and multiclass: ``counts`` ``[K + 1]`` (long, sum): the K = 4 or C² cells
       ``target * C + pred`` plus one last cell for ignored elements.
-    - multilabel, multinomial and Bayesian modes: ``cells`` (uint8, cat): one row ``[L]`` per sample
-      with the per-label cell ``2 * target + pred`` (0 = tn, 1 = fp, 2 = fn, 3 = tp, 4 = ignored).
-    - multilabel, Poisson mode: ``counts`` ``[4L]`` (long, sum) and, only when the jackknife is
-      needed, ``cells`` as above.
-    - Poisson mode: ``poisson_counts`` ``[B, K]`` (float64, sum), the Poisson(1)-weighted counts.
+    - multilabel: ``cells`` (uint8, cat): one row ``[L]`` per sample with the per-label cell
+      ``2 * target + pred`` (0 = tn, 1 = fp, 2 = fn, 3 = tp, 4 = ignored).
+
+    Every resampling mode draws its replicates at compute time from the synced state and the seed, so the
+    result does not depend on batch sizes, the order of the samples or the number of DDP ranks. States are
+    only ever replaced (``self.counts = self.counts + batch``), never written in place: under ``ddp_spawn``
+    the pickled states live in shared memory, and an in-place update there would add every rank's counts
+    into one storage.
 
     ``compute()`` returns an :class:`EngineOutput` whose ``value`` is ``base_metric``'s own ``compute``
     on the full counts (so it is identical to the unwrapped metric, dtype included) and whose
@@ -465,7 +473,6 @@ class ConfusionEngine(BootstrapEngine):
     """
 
     counts: Tensor
-    poisson_counts: Tensor
     cells: list
 
     higher_is_better: ClassVar[Optional[bool]] = None
@@ -493,18 +500,10 @@ class ConfusionEngine(BootstrapEngine):
             self.num_cells = base_metric.num_classes**2
         else:
             self.num_cells = 4 * base_metric.num_labels
-        b = self.num_bootstraps
         if self.task == "multilabel":
-            if resampling == "poisson":
-                self.add_state("counts", torch.zeros(self.num_cells, dtype=torch.long), dist_reduce_fx="sum")
-            if resampling != "poisson" or self.need_jackknife:
-                self.add_state("cells", [], dist_reduce_fx="cat")
+            self.add_state("cells", [], dist_reduce_fx="cat")
         else:
             self.add_state("counts", torch.zeros(self.num_cells + 1, dtype=torch.long), dist_reduce_fx="sum")
-        if resampling == "poisson" and self.task == "multilabel":
-            self.add_state(
-                "poisson_counts", torch.zeros(b, self.num_cells, dtype=torch.float64), dist_reduce_fx="sum"
-            )
 
     @classmethod
     def supports(cls, base_metric: Metric, resampling: str) -> bool:
@@ -567,6 +566,10 @@ class ConfusionEngine(BootstrapEngine):
         """
         m = self.base_metric
         ignore_index = m.ignore_index
+        if target.numel() == 0:  # an empty batch (torchmetrics' formatting cannot reshape it): no units
+            if self.task == "multilabel":
+                return torch.zeros(0, m.num_labels, dtype=torch.uint8, device=target.device)
+            return torch.zeros(0, dtype=torch.long, device=target.device)
         if self.task == "binary":
             if ignore_index is not None and self.kind not in _STAT_SCORE_KINDS and preds.is_floating_point():
                 # torchmetrics' confusion-matrix format drops ignored elements *before* deciding whether
@@ -606,23 +609,13 @@ class ConfusionEngine(BootstrapEngine):
         if getattr(self.base_metric, "validate_args", False):
             self._validate(preds, target)
         codes = self._cell_codes(preds, target)
-        device = codes.device
-        b = self.num_bootstraps
         if self.task == "multilabel":
-            if self.resampling != "poisson" or self.need_jackknife:
-                self.cells.append(codes)
-            if self.resampling == "poisson":
-                onehot = torch.nn.functional.one_hot(codes.long(), 5)[..., :4].reshape(codes.shape[0], -1)
-                self.counts += onehot.sum(0)
-                # one Poisson(1) weight per row and replicate, shared by all labels of the row
-                weights = _poisson_one((b, codes.shape[0]), self._update_generator(device), device)
-                self.poisson_counts += weights @ onehot.double()
+            self.cells.append(codes)
             return
-        k = self.num_cells
-        batch = torch.zeros(k + 1, dtype=torch.long, device=device)
-        batch.scatter_add_(0, codes, torch.ones_like(codes))
-        self.counts += batch
-        # Poisson mode draws at compute: the weights of a cell's m elements sum to Poisson(m).
+        # out of place: under ddp_spawn the state tensor is in shared memory (see the class docstring)
+        batch = torch.zeros(self.num_cells + 1, dtype=torch.long, device=codes.device)
+        self.counts = self.counts + batch.scatter_add_(0, codes, torch.ones_like(codes))
+        # every mode draws at compute; Poisson: the weights of a cell's m elements sum to Poisson(m)
 
     # --------------------------------------------------------------------------------------- compute
     def _confmat_view(self, flat: Tensor) -> Tensor:
@@ -746,13 +739,16 @@ class ConfusionEngine(BootstrapEngine):
         return torch.cat(outs) if num_atoms else outs[0]
 
     def _draw_chunks(self, atom_counts: Tensor) -> Iterator[Tensor]:
-        """Per-atom replicate weights (multinomial or Bayesian), ``[rows, M]`` chunks of the B replicates.
+        """Per-atom replicate weights, ``[rows, M]`` chunks of the B replicates.
 
-        All chunks come from one generator on stream 0 of the seed, and the chunk size depends only on
-        B and M, so the replicates are a function of the counts and the seed alone.
+        Multinomial, Bayesian (Dirichlet) or Poisson (``Poisson(count)`` per atom: the summed Poisson(1)
+        weights of its units). All chunks come from one generator on stream 0 of the seed, and the chunk
+        size depends only on B and M, so the replicates are a function of the counts and the seed alone.
         """
         gen = self.generator(atom_counts.device, stream=0)
-        sampler = _multinomial_rows if self.resampling == "multinomial" else _dirichlet_rows
+        sampler = {"multinomial": _multinomial_rows, "bayesian": _dirichlet_rows, "poisson": _poisson_rows}[
+            self.resampling
+        ]
         b = self.num_bootstraps
         rows = b if b * atom_counts.numel() <= _DRAW_ELEMENTS else max(1, _DRAW_ELEMENTS // atom_counts.numel())
         for start in range(0, b, rows):
@@ -770,20 +766,19 @@ class ConfusionEngine(BootstrapEngine):
 
     def replicate_cells(self) -> Tensor:
         """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
-        if self.resampling == "poisson":
-            return self.poisson_counts if self.task == "multilabel" else torch.cat(list(self._poisson_chunks()))
+        if self.resampling == "poisson" and self.task != "multilabel":
+            return torch.cat(list(self._poisson_chunks()))
         _, atom_counts, atom_cells = self._atoms()
         return torch.cat([self._to_cells(w, atom_cells) for w in self._draw_chunks(atom_counts)])
 
     def compute(self) -> EngineOutput:
         """Value on all data, B replicates and (when asked) the weighted distinct jackknife values."""
-        poisson_multilabel = self.resampling == "poisson" and self.task == "multilabel"
-        atoms = None if poisson_multilabel and not self.need_jackknife else self._atoms()
-        full = self.counts if poisson_multilabel else atoms[0]
+        atoms = self._atoms()
+        full = atoms[0]
         value = self._value(full)
-        if poisson_multilabel:
-            replicates = self._chunked_metric(self.poisson_counts, None)
-        elif self.resampling == "poisson":
+        if int(full.sum()) == 0:  # nothing counted (no update, empty batches, all ignored): no replicates
+            return EngineOutput(value=value, replicates=torch.zeros((0, *value.shape), device=full.device))
+        if self.resampling == "poisson" and self.task != "multilabel":
             replicates = torch.cat([self._chunked_metric(w, None) for w in self._poisson_chunks()])
         else:
             replicates = torch.cat([self._chunked_metric(w, atoms[2]) for w in self._draw_chunks(atoms[1])])

@@ -4,6 +4,10 @@ It stores the tensor inputs of every ``update`` as ``cat`` states (dim 0 = sampl
 DDP ranks like any torchmetrics cat state) and, at ``compute``, re-runs ``update``/``compute`` of a private
 clone of the metric once per bootstrap replicate. This is the only place in lightning-ci with a Python
 loop over the replicates; it says so once per instance with a ``UserWarning``.
+
+Before drawing, the stored samples are put in a canonical order defined by their content (the bit patterns
+of all their tensor inputs), so the replicates depend only on the multiset of samples and the seed: not on
+batch sizes, the order of the batches, or how DDP ranks interleaved the samples.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from lightning_ci.intervals import _rank_zero_warn
 __all__ = ["GenericEngine"]
 
 _WEIGHT_ARG_NAMES = ("sample_weight", "sample_weights", "weight", "weights")
+# above this many key columns per sample, the canonical order sorts by two 64-bit hashes of the sample
+_EXACT_KEY_COLUMNS = 16
 
 
 def _weight_argument(base_metric: Metric) -> Optional[str]:
@@ -36,6 +42,55 @@ def _weight_argument(base_metric: Metric) -> Optional[str]:
         if name in params:
             return name
     return None
+
+
+def _weight_position(base_metric: Metric, name: Optional[str]) -> Optional[int]:
+    """Position of the weight argument ``name`` among the positional parameters of ``base_metric.update``."""
+    if name is None:
+        return None
+    try:
+        params = list(inspect.signature(base_metric.update).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return None
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return positional.index(name) if name in positional else None
+
+
+def _bits(t: Tensor, n: int) -> Tensor:
+    """``[n, d]`` int64 view of a tensor's samples: equal rows iff bit-identical samples."""
+    t = t.detach().reshape(n, -1)
+    if t.is_complex():
+        t = torch.view_as_real(t).reshape(n, -1)
+    if t.is_floating_point():
+        t = t.contiguous().view({8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()])
+    return t.long()
+
+
+def canonical_order(tensors: list[Tensor], n: int) -> Tensor:
+    """A permutation of the ``n`` samples that depends only on their content.
+
+    Samples are sorted lexicographically by the bit patterns of all their tensor inputs (or, for samples of
+    more than ``_EXACT_KEY_COLUMNS`` values, by two 64-bit hashes of them). Bit-identical samples are
+    interchangeable, so the permuted data is the same whatever order the samples arrived in.
+
+    Args:
+        tensors: the stored inputs, each with the samples along dim 0.
+        n: the number of samples.
+
+    Returns:
+        ``[n]`` long indices.
+    """
+    device = tensors[0].device
+    if n <= 1:
+        return torch.arange(n, device=device)
+    key = torch.cat([_bits(t.to(device), n) for t in tensors], dim=1)
+    if key.shape[1] > _EXACT_KEY_COLUMNS:
+        # wrapping int64 multiply-adds with fixed odd multipliers: deterministic on every platform
+        gen = torch.Generator().manual_seed(0x5EED)
+        mult = torch.randint(-(2**62), 2**62, (key.shape[1], 2), generator=gen).mul_(2).add_(1).to(device)
+        key = torch.stack([(key * mult[:, 0]).sum(1), (key * mult[:, 1]).sum(1)], dim=1)
+    inverse = torch.unique(key, dim=0, return_inverse=True)[1]
+    return torch.sort(inverse, stable=True).indices
 
 
 def _no_sync(metric: Metric) -> Metric:
@@ -86,6 +141,7 @@ class GenericEngine(BootstrapEngine):
     ) -> None:
         super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, **kwargs)
         self._weight_arg = _weight_argument(base_metric)
+        self._weight_pos = _weight_position(base_metric, self._weight_arg)
         if resampling == "bayesian" and self._weight_arg is None:
             raise ValueError(
                 f"The Bayesian bootstrap is not available for {base_metric.__class__.__name__}: the generic path "
@@ -116,13 +172,7 @@ class GenericEngine(BootstrapEngine):
         pos = tuple("tensor" if isinstance(a, Tensor) else ("const", a) for a in args)
         kw = tuple((k, "tensor" if isinstance(v, Tensor) else ("const", v)) for k, v in sorted(kwargs.items()))
         if self._arg_spec is None:
-            for i, kind in enumerate(pos):
-                if kind == "tensor":
-                    self.add_state(f"_arg_{i}", default=[], dist_reduce_fx="cat")
-            for name, kind in kw:
-                if kind == "tensor":
-                    self.add_state(f"_kw_{name}", default=[], dist_reduce_fx="cat")
-            self._arg_spec = (pos, kw)
+            self._declare((pos, kw))
             return
         if (pos, kw) != self._arg_spec:
             raise ValueError(
@@ -130,8 +180,47 @@ class GenericEngine(BootstrapEngine):
                 "the same positions and identical non-tensor values."
             )
 
+    def _declare(self, spec: tuple[tuple[Any, ...], tuple[tuple[str, Any], ...]]) -> None:
+        """Add the ``cat`` states of an argument spec ``(positional kinds, keyword kinds)``."""
+        pos, kw = spec
+        for i, kind in enumerate(pos):
+            if kind == "tensor":
+                self.add_state(f"_arg_{i}", default=[], dist_reduce_fx="cat", persistent=self._persistent_mode)
+        for name, kind in kw:
+            if kind == "tensor":
+                self.add_state(f"_kw_{name}", default=[], dist_reduce_fx="cat", persistent=self._persistent_mode)
+        self._arg_spec = spec
+
+    def persistent(self, mode: bool = False) -> None:
+        """Save the stored samples, and the point-estimate copy's states, in ``state_dict`` (or not)."""
+        super().persistent(mode)
+        self.base_metric.persistent(mode)
+
+    def state_dict(self, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        destination = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if self._persistent_mode and self._arg_spec is not None:  # which arguments the stored states are
+            destination[prefix + "_arg_spec"] = self._arg_spec
+        return destination
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        spec = state_dict.pop(prefix + "_arg_spec", None)
+        if spec is not None:
+            spec = (tuple(spec[0]), tuple(tuple(item) for item in spec[1]))
+            if self._arg_spec is None:
+                self._declare(spec)
+            elif spec != self._arg_spec:
+                raise ValueError(
+                    "Expected a BootstrapMetric state with the same `update` arguments as this metric's, but the "
+                    f"state was saved with {spec} and this metric has {self._arg_spec}."
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Store the tensor inputs (samples along dim 0) and update the point-estimate copy."""
+        """Store the tensor inputs (samples along dim 0) and update the point-estimate copy.
+
+        An empty batch (no samples) is skipped, as the fast engines skip it: torchmetrics' own ``update``
+        rejects one for many metrics (``MulticlassAccuracy(top_k=2)``, ``PearsonCorrCoef``).
+        """
         sizes = {a.shape[0] for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor) and a.ndim > 0}
         if any(isinstance(a, Tensor) and a.ndim == 0 for a in list(args) + list(kwargs.values())):
             raise ValueError("BootstrapMetric (generic path) needs every tensor input to have samples along dim 0.")
@@ -141,6 +230,8 @@ class GenericEngine(BootstrapEngine):
                 f"(dim 0) in every tensor input, but received sizes {sorted(sizes)}."
             )
         self._register(args, kwargs)
+        if sizes == {0}:  # an empty batch adds no sample (many torchmetrics metrics cannot format one)
+            return
         for i, a in enumerate(args):
             if isinstance(a, Tensor):
                 getattr(self, f"_arg_{i}").append(a.detach())
@@ -164,15 +255,25 @@ class GenericEngine(BootstrapEngine):
         return args, kwargs, n
 
     @staticmethod
-    def _evaluate(metric: Metric, args: list[Any], kwargs: dict[str, Any], index: Optional[Tensor]) -> Tensor:
+    def _evaluate(
+        metric: Metric, args: list[Any], kwargs: dict[str, Any], index: Optional[Tensor], shape: torch.Size
+    ) -> Tensor:
+        """The metric on the samples ``index`` (all when None) of a replicate or a leave-one-out set.
+
+        NaN of ``shape`` where the metric is undefined on that set: an empty replicate, or one the metric rejects
+        (``R2Score`` on a single sample raises); the full data was computed without error before.
+        """
         metric.reset()
         if index is not None:
             args = [a[index] if isinstance(a, Tensor) else a for a in args]
             kwargs = {k: v[index] if isinstance(v, Tensor) else v for k, v in kwargs.items()}
             if int(index.numel()) == 0:
-                return torch.tensor(float("nan"))
-        metric.update(*args, **kwargs)
-        value = metric.compute()
+                return torch.full(shape, float("nan"))
+        try:
+            metric.update(*args, **kwargs)
+            value = metric.compute()
+        except (ValueError, RuntimeError, IndexError, ZeroDivisionError):
+            return torch.full(shape, float("nan"))
         if not isinstance(value, Tensor):
             raise TypeError(
                 "BootstrapMetric supports metrics whose `compute` returns a tensor, but "
@@ -180,10 +281,45 @@ class GenericEngine(BootstrapEngine):
             )
         return value.detach().to(torch.get_default_dtype() if not value.is_floating_point() else value.dtype)
 
+    def _has_samples(self) -> bool:
+        """Whether any sample was stored (a tensor state of the first tensor argument is non-empty)."""
+        name = next(n for n in self._defaults if n.startswith(("_arg_", "_kw_")))
+        value = getattr(self, name)
+        return value.numel() > 0 if isinstance(value, Tensor) else any(v.numel() > 0 for v in value)
+
+    def _empty_output(self) -> EngineOutput:
+        """No samples: the wrapped metric's own value on no data (NaN if it cannot compute one), no replicates."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = self.base_metric.compute()
+        except Exception:  # e.g. a cat state with nothing to concatenate
+            value = torch.tensor(float("nan"))
+        if not isinstance(value, Tensor):
+            value = torch.tensor(float("nan"))
+        return EngineOutput(value=value, replicates=value.new_zeros((0, *value.shape), dtype=torch.float32))
+
+    def _bayesian_arguments(
+        self, args: list[Any], kwargs: dict[str, Any], w: Tensor, n: int
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Pass the Dirichlet weights ``w`` ``[n]`` as the weight argument, times the caller's own weights."""
+        positional = self._weight_pos is not None and len(args) > self._weight_pos
+        user_w = args[self._weight_pos] if positional else kwargs.get(self._weight_arg)
+        if isinstance(user_w, Tensor):  # the caller's own weights compose with the Dirichlet ones
+            w = w.reshape((n,) + (1,) * (user_w.ndim - 1)) * user_w
+        else:
+            ref = next(a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor))
+            w = w.reshape((n,) + (1,) * (ref.ndim - 1))
+            if isinstance(user_w, (int, float)) and not isinstance(user_w, bool):
+                w = w * user_w
+        if positional:
+            return [w if i == self._weight_pos else a for i, a in enumerate(args)], kwargs
+        return args, {**kwargs, self._weight_arg: w}
+
     def compute(self) -> EngineOutput:
         """Run the ``B`` replicates (and the jackknife if requested) on the gathered samples."""
-        if self._arg_spec is None:
-            raise RuntimeError("BootstrapMetric.compute() was called before any update.")
+        if self._arg_spec is None or not self._has_samples():
+            return self._empty_output()
         if not self._warned_slow:
             self._warned_slow = True
             _rank_zero_warn(
@@ -198,7 +334,15 @@ class GenericEngine(BootstrapEngine):
                 f"{self.base_metric.__class__.__name__} returned {type(value).__name__}."
             )
         args, kwargs, n = self._stored()
-        device = next(a.device for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor))
+        if n == 0:
+            return self._empty_output()
+        tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
+        device = tensors[0].device
+        # content-defined order: the replicates do not depend on how the samples arrived (batches, DDP ranks)
+        order = canonical_order(tensors, n)
+        args = [a[order] if isinstance(a, Tensor) else a for a in args]
+        kwargs = {k: v[order] if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+        shape = value.shape
         work = _no_sync(deepcopy(self.base_metric))
         gen = self.generator(device, stream=0)
         if self.need_jackknife and not self._warned_jackknife:
@@ -213,25 +357,16 @@ class GenericEngine(BootstrapEngine):
             for _ in range(self.num_bootstraps):
                 if self.resampling == "multinomial":
                     idx = torch.randint(n, (n,), generator=gen, device=device)
-                    replicates.append(self._evaluate(work, args, kwargs, idx))
+                    replicates.append(self._evaluate(work, args, kwargs, idx, shape))
                 elif self.resampling == "poisson":
                     counts = torch.poisson(torch.ones(n, device=device), generator=gen).long()
                     idx = torch.repeat_interleave(torch.arange(n, device=device), counts, output_size=int(counts.sum()))
-                    replicates.append(self._evaluate(work, args, kwargs, idx))
+                    replicates.append(self._evaluate(work, args, kwargs, idx, shape))
                 else:  # bayesian: Dirichlet(1, ..., 1) weights, scaled to sum to n
                     w = torch.empty(n, device=device, dtype=torch.float64).exponential_(generator=gen)
                     w = (w * (n / w.sum())).to(torch.get_default_dtype())
-                    ref = (
-                        args[0]
-                        if args and isinstance(args[0], Tensor)
-                        else next(v for v in kwargs.values() if isinstance(v, Tensor))
-                    )
-                    user_w = kwargs.get(self._weight_arg)
-                    if isinstance(user_w, Tensor):  # the caller's own weights compose with the Dirichlet ones
-                        w = w.reshape((n,) + (1,) * (user_w.ndim - 1)) * user_w
-                    else:
-                        w = w.reshape((n,) + (1,) * (ref.ndim - 1))
-                    replicates.append(self._evaluate(work, args, {**kwargs, self._weight_arg: w}, None))
+                    b_args, b_kwargs = self._bayesian_arguments(args, kwargs, w, n)
+                    replicates.append(self._evaluate(work, b_args, b_kwargs, None, shape))
             reps = torch.stack([r.to(device).reshape(value.shape) for r in replicates])
 
             jackknife = None
@@ -243,7 +378,7 @@ class GenericEngine(BootstrapEngine):
                     rows = []
                     for i in range(n):
                         keep[i] = False
-                        rows.append(self._evaluate(work, args, kwargs, keep.nonzero().squeeze(1)))
+                        rows.append(self._evaluate(work, args, kwargs, keep.nonzero().squeeze(1), shape))
                         keep[i] = True
                     jackknife = torch.stack([r.to(device).reshape(value.shape) for r in rows])
         return EngineOutput(value=value, replicates=reps, jackknife=jackknife, jackknife_weights=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import secrets
+import warnings
 from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any, ClassVar, Optional, Union
@@ -13,9 +14,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.wrappers.abstract import WrapperMetric
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine
+from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput
+from lightning_ci.bootstrap._ranges import metric_range
 from lightning_ci.bootstrap.generic import GenericEngine
-from lightning_ci.intervals import INTERVAL_METHODS, bootstrap_std, confidence_interval
+from lightning_ci.intervals import INTERVAL_METHODS, _rank_zero_warn, bootstrap_std, confidence_interval
 
 __all__ = ["BootstrapMetric", "to_log_dict"]
 
@@ -60,7 +62,8 @@ class BootstrapMetric(WrapperMetric):
 
     - ``"value"``: the wrapped metric on all the data seen (equal to computing the unwrapped metric);
     - ``"lower"`` / ``"upper"``: the bounds at ``confidence_level`` (per element for vector metrics such as
-      ``average=None``, with quantiles along the replicate dimension), clipped to the metric's range;
+      ``average=None``, with quantiles along the replicate dimension), clipped to the metric's mathematical
+      range where it is known (never to torchmetrics' plotting hints) and always containing a finite value;
     - ``"std"``: the bootstrap standard error.
 
     How the ``B`` replicates are made depends on the metric (chosen automatically):
@@ -74,10 +77,10 @@ class BootstrapMetric(WrapperMetric):
     ``resampling`` selects the bootstrap:
 
     - ``"multinomial"``: the classic nonparametric bootstrap of the whole evaluation set. Each replicate
-      draws ``n`` samples with replacement from every sample seen, across batches and DDP ranks, so the
-      result does not depend on batch size or order.
-    - ``"poisson"``: every sample gets an independent ``Poisson(1)`` weight per replicate. Fast engines
-      draw the weights at update time, so their state does not grow with the number of samples.
+      draws ``n`` samples with replacement from every sample seen, across batches and DDP ranks.
+    - ``"poisson"``: every sample gets an independent ``Poisson(1)`` weight per replicate. The weights are
+      drawn at compute time; the summed weights of ``m`` identical units are drawn at once as ``Poisson(m)``,
+      so binary/multiclass confusion metrics and binary binned ranking metrics keep a constant-size state.
     - ``"bayesian"``: the Bayesian bootstrap (Rubin, 1981): ``Dirichlet(1, ..., 1)`` weights over the
       samples seen. Only ``method="percentile"`` applies.
 
@@ -104,6 +107,11 @@ class BootstrapMetric(WrapperMetric):
     method is ``self.method``.
     Degenerate cases (all replicates equal, the metric undefined in some replicates) give finite bounds
     and a ``UserWarning``.
+
+    Every mode draws its replicates in ``compute`` from the synced state and the seed: the result depends only
+    on the multiset of samples seen and the seed, not on batch sizes, the order of the samples, the DDP launcher
+    (``ddp``, ``ddp_spawn``, ``ddp_fork``) or the number of ranks (for logits, torchmetrics itself decides per
+    batch whether to normalise them, so pass probabilities or the same batches).
 
     ``forward(*args)`` updates the bootstrap state and returns the wrapped metric's value on that batch
     only (no interval, which would cost ``B`` replicates per step), so ``self.log("acc_step", m(p, t))``
@@ -222,6 +230,8 @@ class BootstrapMetric(WrapperMetric):
             method = "bca" if fast and resampling != "bayesian" else "percentile"
         self.method = method
         self.engine = engine_cls(engine_metric, num_bootstraps, resampling, seed, method == "bca", **kwargs)
+        # the metric's mathematical range (not torchmetrics' plot hints, which are 0/1 for MCC and kappa)
+        self._range = metric_range(base_metric)
         self._batch_metric: Optional[Metric] = None  # made on the first forward (batch values only)
 
     @property
@@ -238,7 +248,6 @@ class BootstrapMetric(WrapperMetric):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"Expected argument `seed` to be an integer but received {value!r}")
         self.engine.seed = int(value)
-        self.engine._upd_gen = None  # the Poisson update stream restarts from the new seed
         self.engine._computed = None
         self._seed_given = self._seed_synced = True
 
@@ -277,32 +286,81 @@ class BootstrapMetric(WrapperMetric):
     def compute(self) -> dict[str, Tensor]:
         """Compute the point estimate, the bounds and the bootstrap standard error.
 
+        The bounds are clipped to the metric's mathematical range where it is known (e.g. [-1, 1] for
+        Matthews' correlation and Cohen's kappa, [0, 1] for accuracy; no clipping for metrics without a
+        known range), and always contain a finite ``value``. With no samples to resample (``compute``
+        before any ``update``, or every sample ignored), ``value`` is what the wrapped metric returns on no
+        data (NaN where it cannot compute one), and the bounds and std are NaN, with a warning.
+
         Returns:
             ``{"value", "lower", "upper", "std"}``, each a tensor of the wrapped metric's shape.
         """
         self._sync_seed()
-        out = self.engine.compute()
+        with warnings.catch_warnings():
+            # the engine is internal: say it in BootstrapMetric's own name below, not in the engine's
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
+            out = self.engine.compute()
+        value = out.value
+        dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+        if out.replicates.shape[0] == 0:
+            _rank_zero_warn(
+                "BootstrapMetric.compute() found no samples to resample (it was called before any `update`, or "
+                "every sample was ignored or empty); the bounds and std are NaN, and the value is the wrapped "
+                "metric's on no data."
+            )
+            nan = torch.full(value.shape, float("nan"), dtype=dtype, device=value.device)
+            return {"value": value, "lower": nan, "upper": nan.clone(), "std": nan.clone()}
+        replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
+        lower, upper = self._interval(out, self.method)
+        std = bootstrap_std(replicates)
+        return {"value": value, "lower": lower, "upper": upper, "std": std.to(dtype)}
+
+    def persistent(self, mode: bool = False) -> None:
+        """Make the bootstrap state part of ``state_dict`` (``mode=True``) or not (the default).
+
+        With ``persistent(True)``, ``state_dict()`` holds everything ``compute`` needs: the replicate engine's
+        states (counts, stored samples, the wrapped metric's own states on the generic path) and the seed, so
+        that ``load_state_dict`` into a fresh ``BootstrapMetric`` of the same configuration resumes an
+        interrupted evaluation to the identical result.
+        """
+        self.engine.persistent(mode)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        if prefix + "engine._bootstrap_seed" in state_dict:  # the saved seed: every rank loads the same one
+            self._seed_given = self._seed_synced = True
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _interval(self, out: EngineOutput, method: str) -> tuple[Tensor, Tensor]:
+        """The ``(lower, upper)`` that ``compute`` returns for the engine output ``out`` and ``method``.
+
+        Clipped to the metric's range (``self._range``) and widened to contain a finite estimate, in the dtype
+        of the value (the default float dtype for an integer value).
+        """
         value = out.value
         # Metric's compute wrapper squeezes every one-element tensor (``_squeeze_if_scalar``), so restore the
         # documented shapes: replicates [B, *S], jackknife [m, *S], weights [m]
         replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
         jackknife = None if out.jackknife is None else out.jackknife.reshape(-1, *value.shape)
         weights = None if out.jackknife_weights is None else out.jackknife_weights.reshape(-1)
-        dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
         lower, upper = confidence_interval(
             replicates,
             value,
             confidence_level=self.confidence_level,
-            method=self.method,
+            method=method,
             jackknife=jackknife,
             jackknife_weights=weights,
-            bounds=(self.plot_lower_bound, self.plot_upper_bound),
+            bounds=self._range,
         )
-        std = bootstrap_std(replicates)
-        return {"value": value, "lower": lower.to(dtype), "upper": upper.to(dtype), "std": std.to(dtype)}
+        # an interval (e.g. percentile on a skewed bootstrap distribution) may miss the estimate: widen it
+        finite = torch.isfinite(value)
+        est = value.to(lower.dtype)
+        lower = torch.where(finite, torch.minimum(lower, est), lower)
+        upper = torch.where(finite, torch.maximum(upper, est), upper)
+        dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+        return lower.to(dtype), upper.to(dtype)
 
     def reset(self) -> None:
-        """Reset to a fresh state (the seed is kept; the Poisson update stream restarts)."""
+        """Reset to a fresh state (the seed is kept)."""
         self.engine.reset()
         if self._batch_metric is not None:
             self._batch_metric.reset()

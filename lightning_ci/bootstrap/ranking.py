@@ -30,19 +30,28 @@ How a replicate is made:
   multiclass returns one value per sample. A leave-one-out value that is undefined (the only positive removed)
   is NaN. With binned thresholds there is one value per histogram cell.
 
-torchmetrics decides per ``update`` whether scores are logits (any value outside [0, 1] in that batch) and then
-applies sigmoid/softmax; the engine does the same, so ``value`` matches, but with logits the result can depend
-on how the data is split into batches (in torchmetrics too). Pass probabilities for batch-invariant results.
-Ignored samples (``ignore_index``) stay in the sample state, marked, and are dropped at compute, so that
-``update`` never synchronises with the host.
+torchmetrics decides per ``update`` whether scores are logits (on CPU: any kept value outside [0, 1], NaN
+included, in that batch; on other devices NaN does not count) and then applies sigmoid/softmax; the engine does
+the same, so ``value`` matches, but with logits the result can depend on how the data is split into batches (in
+torchmetrics too). Pass probabilities for batch-invariant results. Ignored samples (``ignore_index``) are dropped
+at ``update`` on CPU, before the normalisation, exactly as torchmetrics drops them (the normalised scores are then
+bit-identical to torchmetrics'); on other devices they stay in the sample state with their target and are dropped
+at compute, so that ``update`` never synchronises with the host.
+When the wrapped metric's ``validate_args`` is true, ``update`` first runs torchmetrics' own tensor validation
+(out-of-range targets raise as they do there); integer scores and floating targets are accepted as torchmetrics
+accepts them without validation.
 
-Memory: with ``thresholds=None`` the engine keeps every (formatted) sample, as torchmetrics does, so memory
-grows with n in every resampling mode. With binned thresholds, ``poisson`` keeps ``[B, C, 2, T + 1]`` weighted
-histograms drawn at update time (constant memory in n; for binary, the Poisson(1) weights of the m samples
-of a cell are drawn at once as Poisson(m)); binary binned ``multinomial``/``bayesian`` keep only
-the ``[2, T + 1]`` histogram, because a multinomial (Dirichlet) draw over samples aggregates exactly into a
-multinomial (Dirichlet) draw over histogram cells. Multiclass binned ``multinomial``/``bayesian`` keep the
-samples (the classes of one sample must be resampled jointly).
+NaN scores: binned thresholds count a NaN score below every threshold (``NaN >= t`` is false), exactly as
+torchmetrics does. Exact curves rank NaN scores above every other score, as torchmetrics' descending sort does,
+and tie them with each other; torchmetrics takes each NaN as its own threshold in arrival order, so with NaN
+scores of both labels its value depends on the sample order, and the engine warns.
+
+Memory and randomness: every mode draws its replicate weights at compute time from the synced state and the
+seed, so the result depends only on the multiset of samples (never on batching, order or DDP ranks). With
+``thresholds=None`` the engine keeps every (formatted) sample, as torchmetrics does. Binary binned metrics keep
+only the ``[2, T + 1]`` histogram in every mode, because multinomial, Dirichlet and Poisson(1) draws over samples
+aggregate exactly into multinomial, Dirichlet and Poisson(count) draws over histogram cells. Multiclass binned
+metrics keep the samples (the classes of one sample share its weight, so they must be resampled jointly).
 
 Undefined replicates: a replicate in which the metric is undefined although it is defined on the full data
 (no positives, or for AUROC no negatives, of a class) is NaN; for ``macro``/``weighted`` the whole replicate is
@@ -52,7 +61,9 @@ multiclass AP class that torchmetrics ignores) is kept, so ``value`` and the rep
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from typing import Any, Callable, Optional
 
 import torch
@@ -64,6 +75,10 @@ from torchmetrics.classification import (
     BinaryAveragePrecision,
     MulticlassAUROC,
     MulticlassAveragePrecision,
+)
+from torchmetrics.functional.classification.precision_recall_curve import (
+    _binary_precision_recall_curve_tensor_validation,
+    _multiclass_precision_recall_curve_tensor_validation,
 )
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.prints import rank_zero_warn
@@ -203,9 +218,13 @@ def _lexsort(keys: list[Tensor]) -> Tensor:
 
 
 def _group_ends(sorted_scores: Tensor) -> Tensor:
-    """Last index of each run of equal values in a sorted 1-D tensor (torchmetrics' distinct thresholds)."""
+    """Last index of each run of equal values in a sorted 1-D tensor (torchmetrics' distinct thresholds).
+
+    NaN scores (sorted first in descending order, as torchmetrics sorts them) form one run: they tie.
+    """
     n = sorted_scores.shape[0]
-    ends = torch.nonzero(sorted_scores[1:] != sorted_scores[:-1]).flatten()
+    a, b = sorted_scores[1:], sorted_scores[:-1]
+    ends = torch.nonzero((a != b) & ~(torch.isnan(a) & torch.isnan(b))).flatten()
     return torch.cat([ends, torch.full((1,), n - 1, dtype=ends.dtype, device=ends.device)])
 
 
@@ -226,15 +245,6 @@ def _poisson1_cdf(device: torch.device) -> Tensor:
         pmf /= k
         total += pmf
     return torch.tensor(cdf, dtype=torch.float64, device=device)
-
-
-def _poisson1(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:
-    """Poisson(1) draws by inverse CDF of float64 uniforms (2-3x faster than ``torch.poisson`` on CPU).
-
-    Exact up to float64 resolution: values above 17 (probability 1e-16) are returned as 18.
-    """
-    u = torch.rand(shape, generator=gen, dtype=torch.float64, device=device)
-    return torch.bucketize(u, _poisson1_cdf(device), right=True)
 
 
 class _Draw:
@@ -349,7 +359,6 @@ class RankingEngine(BootstrapEngine):
     preds: list[Tensor]
     target: list[Tensor]
     hist: Tensor
-    whist: Tensor
 
     def __init__(
         self,
@@ -376,21 +385,14 @@ class RankingEngine(BootstrapEngine):
 
         thresholds = base_metric.thresholds
         self._binned = thresholds is not None
-        self._keep_samples = (not self._binned) or (
-            self._multiclass and (resampling != "poisson" or self.need_jackknife)
-        )
+        # multiclass binned keeps the samples too: the classes of one sample share its weight in every mode
+        self._keep_samples = (not self._binned) or self._multiclass
         c = self._num_classes
         if self._binned:
             thr = thresholds.detach().clone()
             self.register_buffer("_thresholds", thr, persistent=False)
             k = thr.numel() + 1
             self.add_state("hist", default=torch.zeros(c, 2, k, dtype=torch.long), dist_reduce_fx="sum")
-            if resampling == "poisson":
-                self.add_state(
-                    "whist",
-                    default=torch.zeros(self.num_bootstraps, c, 2, k, dtype=torch.float64),
-                    dist_reduce_fx="sum",
-                )
         if self._keep_samples:
             self.add_state("preds", default=[], dist_reduce_fx="cat")
             self.add_state("target", default=[], dist_reduce_fx="cat")
@@ -426,8 +428,21 @@ class RankingEngine(BootstrapEngine):
     # update
     # --------------------------------------------------------------------------------------------------------
 
+    def _validate(self, preds: Tensor, target: Tensor) -> None:
+        """The wrapped metric's own tensor validation, run when its ``validate_args`` is true (as its ``update``
+        does; it syncs with the host). Out-of-range targets raise here exactly as they do in torchmetrics."""
+        if not getattr(self.base_metric, "validate_args", False):
+            return
+        if self._multiclass:
+            _multiclass_precision_recall_curve_tensor_validation(preds, target, self._num_classes, self._ignore_index)
+        else:
+            _binary_precision_recall_curve_tensor_validation(preds, target, self._ignore_index)
+
     def _format(self, preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """torchmetrics' formatting without host syncs: flatten, normalise logits, mask ignored samples.
+
+        Integer or boolean scores become floats and floating targets become integers, as torchmetrics
+        accepts them when it does not validate its inputs (``BinaryAUROC`` never does).
 
         Returns:
             ``(preds [m] or [m, C], target [m], valid [m])``; ignored samples stay (``valid`` False) and are
@@ -435,9 +450,9 @@ class RankingEngine(BootstrapEngine):
             ``valid`` is ``None`` when there is no ``ignore_index`` and no histogram needs it.
         """
         if not preds.is_floating_point():
-            raise ValueError(f"Expected `preds` to be a float tensor, but got {preds.dtype}")
+            preds = preds.to(torch.get_default_dtype())
         if target.is_floating_point():
-            raise ValueError(f"Expected `target` to be an int or long tensor, but got {target.dtype}")
+            target = target.long()
         c = self._num_classes
         if self._multiclass:
             if preds.ndim != target.ndim + 1 or preds.shape[1] != c:
@@ -454,9 +469,17 @@ class RankingEngine(BootstrapEngine):
             preds = preds.flatten()
         target = target.flatten()
         valid = target != self._ignore_index if self._ignore_index is not None else None
+        if valid is not None and preds.device.type == "cpu":
+            # on CPU (no device sync to avoid) drop the ignored samples first, as torchmetrics does: the sigmoid /
+            # softmax then runs on the same tensor as torchmetrics', bit for bit (a vectorised kernel can round an
+            # element 1 ulp differently at another position, which breaks ties in exact curves)
+            preds, target, valid = preds[valid], target[valid], None
         if self._normalization:
-            # torchmetrics normalises a batch when any kept score lies outside [0, 1]; decided on the device
-            outside = (preds < 0) | (preds > 1)
+            # torchmetrics normalises a batch when any kept score lies outside [0, 1]. On CPU it tests
+            # ``not all(0 <= p <= 1)``, so a NaN score normalises the batch; on other devices it tests
+            # ``any(p < 0 | p > 1)``, where NaN does not. Mirror both.
+            cpu = preds.device.type == "cpu"
+            outside = ~((preds >= 0) & (preds <= 1)) if cpu else (preds < 0) | (preds > 1)
             if self._multiclass:
                 outside = outside.any(1)
             need = (outside if valid is None else outside & valid).any()
@@ -471,10 +494,14 @@ class RankingEngine(BootstrapEngine):
         return preds, target, valid
 
     def _bins(self, preds: Tensor) -> Tensor:
-        """Histogram bin of each score: the number of thresholds <= score (``preds >= t`` iff bin >= kt)."""
+        """Histogram bin of each score: the number of thresholds <= score (``preds >= t`` iff bin >= kt).
+
+        A NaN score is in bin 0, below every threshold: ``NaN >= t`` is false, as in torchmetrics' binned update.
+        """
         dtype = torch.promote_types(preds.dtype, self._thresholds.dtype)
         sorted_thr = torch.sort(self._thresholds.to(dtype)).values
-        return torch.searchsorted(sorted_thr, preds.to(dtype).contiguous(), right=True)
+        bins = torch.searchsorted(sorted_thr, preds.to(dtype).contiguous(), right=True)
+        return torch.where(torch.isnan(preds), torch.zeros_like(bins), bins)
 
     def _kt(self) -> Tensor:
         dtype = self._thresholds.dtype
@@ -497,32 +524,28 @@ class RankingEngine(BootstrapEngine):
             preds: scores, ``(N, ...)`` for binary or ``(N, C, ...)`` for multiclass (probabilities or logits).
             target: integer labels, ``(N, ...)``.
         """
+        self._validate(preds, target)
         preds, target, valid = self._format(preds, target)
-        if self._keep_samples:
-            if self._ignore_index is not None:
-                target = torch.where(valid, target, torch.full_like(target, -1))
+        if self._keep_samples:  # ignored samples keep their target (== ignore_index) and are dropped at compute
             self.preds.append(preds)
             self.target.append(target)
         if not self._binned:
             return
+        if self._multiclass and (preds.device.type == "cpu" or getattr(self.base_metric, "validate_args", False)):
+            # torchmetrics' binned multiclass update one-hot encodes the kept targets, which raises on a class
+            # out of range; checked where it costs no device sync, or where the metric validates anyway
+            kept = target if valid is None else target[valid]
+            if bool((kept < 0).any()):
+                raise RuntimeError("Class values must be non-negative.")
+            if bool((kept >= self._num_classes).any()):
+                raise RuntimeError("Class values must be smaller than num_classes.")
         cells = self._cells(preds, target)  # [m, C']
-        flat_hist = self.hist.view(-1)
         w_valid = valid.long()[:, None].expand_as(cells)
-        flat_hist.scatter_add_(0, cells.reshape(-1), w_valid.reshape(-1))
-        if self.resampling != "poisson":
-            return
-        gen = self._update_generator(preds.device)
-        whist = self.whist.view(self.num_bootstraps, -1)
-        b = self.num_bootstraps
-        if not self._multiclass:  # Poisson(1) weights of the m samples in one cell sum to Poisson(m)
-            counts = torch.zeros(whist.shape[1], dtype=torch.float64, device=preds.device)
-            counts.scatter_add_(0, cells[:, 0], valid.to(torch.float64))
-            whist += torch.poisson(counts.expand(b, -1).contiguous(), generator=gen)
-            return
-        m = cells.shape[0]
-        w = (_poisson1((b, m), gen, preds.device) * valid).to(torch.float64)
-        src = w[:, :, None].expand(b, m, self._num_classes).reshape(b, -1)
-        whist.scatter_add_(1, cells.reshape(1, -1).expand(b, -1), src)
+        batch = torch.zeros(self.hist.numel(), dtype=self.hist.dtype, device=self.hist.device)
+        batch.scatter_add_(0, cells.reshape(-1), w_valid.reshape(-1))
+        # out of place: under ddp_spawn the state tensor is in shared memory, shared by the ranks
+        self.hist = self.hist + batch.view_as(self.hist)
+        # every resampling mode draws at compute time (binary: per histogram cell; multiclass: per kept sample)
 
     # --------------------------------------------------------------------------------------------------------
     # compute
@@ -533,7 +556,7 @@ class RankingEngine(BootstrapEngine):
         preds = dim_zero_cat(self.preds)
         target = dim_zero_cat(self.target)
         if self._ignore_index is not None:
-            keep = target != -1
+            keep = target != self._ignore_index
             preds, target = preds[keep], target[keep]
         if self._multiclass:
             order = _lexsort([target] + [preds[:, c] for c in range(self._num_classes)])
@@ -589,10 +612,28 @@ class RankingEngine(BootstrapEngine):
     def compute(self) -> EngineOutput:
         """Value, replicates and (if requested) jackknife values; see :class:`EngineOutput`."""
         if self._binned and not self._keep_samples:
+            if int(self.hist.sum()) == 0:
+                return self._empty_output()
             return self._compute_binned_hist()
         return self._compute_samples()
 
-    # -- binned histogram path (binary binned any mode; multiclass binned poisson) -----------------------------
+    def _empty_output(self) -> EngineOutput:
+        """No sample to resample (no update, or every sample ignored): no replicates, and the wrapped metric's
+        own value on no data, which is NaN where torchmetrics cannot compute one (exact thresholds)."""
+        ref = copy.deepcopy(self.base_metric)
+        ref.reset()
+        ref.sync_on_compute = False  # every rank is here (the state is synced): nothing to gather
+        ref._to_sync = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = ref.compute().float()
+        except (ValueError, IndexError, RuntimeError):  # exact thresholds: "No samples to concatenate"
+            shape = (self._num_classes,) if self._average == "none" else ()
+            value = torch.full(shape, float("nan"), device=self.device)
+        return EngineOutput(value=value, replicates=value.new_zeros((0, *value.shape)))
+
+    # -- binned histogram path (binary binned, any mode) -------------------------------------------------------
 
     def _binned_kernel(self) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
         return _binned_auroc if self._is_auroc else _binned_ap
@@ -610,11 +651,8 @@ class RankingEngine(BootstrapEngine):
         full = (vals[0], undef[0])
         value = self._reduce(vals, undef, sup, None)[0]
         b = self.num_bootstraps
-        if self.resampling == "poisson":
-            whist = self.whist.to(_KERNEL_DTYPE)
-        else:
-            gen = self.generator(hist.device)
-            whist = _cell_weights(self.resampling, b, self.hist.reshape(-1), gen).view(b, *self.hist.shape)
+        gen = self.generator(hist.device)
+        whist = _cell_weights(self.resampling, b, self.hist.reshape(-1), gen).view(b, *self.hist.shape)
         reps = []
         step = max(1, _CHUNK_ELEMENTS // max(1, hist.numel()))
         for s in range(0, b, step):
@@ -652,8 +690,19 @@ class RankingEngine(BootstrapEngine):
     # -- sample path (thresholds=None; multiclass binned multinomial/bayesian) ------------------------------
 
     def _compute_samples(self) -> EngineOutput:
+        if len(self.target) == 0:
+            return self._empty_output()
         preds, target = self._samples()
         n, c = target.shape[0], self._num_classes
+        if n == 0:
+            return self._empty_output()
+        if not self._binned and bool(torch.isnan(preds).any()):
+            rank_zero_warn(
+                "BootstrapMetric: some scores are NaN. They rank above every other score, as in torchmetrics' "
+                "exact curves, and tie with each other here; torchmetrics takes NaN scores as distinct thresholds "
+                "in the order the samples arrived, so its own value then depends on that order.",
+                UserWarning,
+            )
         device = target.device
         if self._multiclass:
             labels = target[:, None] == torch.arange(c, device=device)
@@ -723,8 +772,6 @@ class RankingEngine(BootstrapEngine):
                 ss.append(support.to(_KERNEL_DTYPE))
             return torch.stack(vs, 1), torch.stack(us, 1), torch.stack(ss, 1)
 
-        if n == 0:
-            raise ValueError("No samples to compute the metric on: call `update` first")
         fv, fu, fs = per_class(_Draw(weights=torch.ones((1, n), dtype=_KERNEL_DTYPE, device=device)))
         value = self._reduce(fv, fu, fs, None)[0]
         full = (fv[0], fu[0])
@@ -755,20 +802,16 @@ class RankingEngine(BootstrapEngine):
         fv, fu, fs = self._per_class_binned(hist[None])
         value = self._reduce(fv, fu, fs, None)[0]
         full = (fv[0], fu[0])
-        if self.resampling == "poisson":
-            whist = self.whist.to(_KERNEL_DTYPE)
-            reps = self._reduce(*self._per_class_binned(whist), full)
-        else:
 
-            def fn(draw: _Draw) -> Tensor:
-                w = draw.weights()
-                rows = w.shape[0]
-                h = torch.zeros((rows, c * 2 * k), dtype=torch.float32, device=device)
-                src = w[:, :, None].expand(rows, n, c).reshape(rows, -1)
-                h.scatter_add_(1, cells.reshape(1, -1).expand(rows, -1), src)
-                return self._reduce(*self._per_class_binned(h.view(rows, c, 2, k).to(_KERNEL_DTYPE)), full)
+        def fn(draw: _Draw) -> Tensor:
+            w = draw.weights()
+            rows = w.shape[0]
+            h = torch.zeros((rows, c * 2 * k), dtype=torch.float32, device=device)
+            src = w[:, :, None].expand(rows, n, c).reshape(rows, -1)
+            h.scatter_add_(1, cells.reshape(1, -1).expand(rows, -1), src)
+            return self._reduce(*self._per_class_binned(h.view(rows, c, 2, k).to(_KERNEL_DTYPE)), full)
 
-            reps = self._replicates(n, fn, device)
+        reps = self._replicates(n, fn, device)
         out = EngineOutput(value=value.float(), replicates=reps.float())
         if self.need_jackknife:
             tab_v, tab_u = zip(*[self._binned_loo_table(hist[j]) for j in range(c)])
