@@ -21,6 +21,15 @@ from lightning_ci.intervals import INTERVAL_METHODS, _rank_zero_warn, bootstrap_
 
 __all__ = ["BootstrapMetric", "to_log_dict"]
 
+#: named priors of the posterior mode, as pseudo-counts per confusion cell (``"table"`` depends on the table)
+PRIORS = ("table", "jeffreys", "uniform")
+_NAMED_PRIORS = {"jeffreys": 0.5, "uniform": 1.0}
+#: the prior used when ``prior`` is not given (chosen by the boundary study, docs/validation.md Part 4)
+DEFAULT_PRIOR = "table"
+#: ``method="auto"`` uses the posterior when the smallest per-class TP/FN/FP count is below this (rule stated
+#: before the boundary study: the textbook "at least 5 events" of the normal approximation)
+AUTO_SMALL_COUNT = 5
+
 _FAST_ENGINES = (
     ("lightning_ci.bootstrap.confusion", "ConfusionEngine"),
     ("lightning_ci.bootstrap.ranking", "RankingEngine"),
@@ -49,6 +58,33 @@ def select_engine(base_metric: Metric, resampling: str) -> type[BootstrapEngine]
         if cls.supports(base_metric, resampling):
             return cls
     return GenericEngine
+
+
+def _check_prior(prior: Any) -> None:
+    """Validate the ``prior`` argument of :class:`BootstrapMetric` (None, a named prior or a number >= 0)."""
+    if prior is None:
+        return
+    if isinstance(prior, str):
+        if prior not in PRIORS:
+            raise ValueError(
+                f"Expected argument `prior` to be None, one of {PRIORS} or a pseudo-count >= 0 but received {prior!r}"
+            )
+        return
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)):
+        raise TypeError(
+            f"Expected argument `prior` to be None, one of {PRIORS} or a pseudo-count >= 0 but received {prior!r}"
+        )
+    if not (prior >= 0 and prior < float("inf")):
+        raise ValueError(f"Expected argument `prior` to be a finite pseudo-count >= 0 but received {prior!r}")
+
+
+def _prior_value(prior: Any, cells_per_table: int) -> float:
+    """Pseudo-count per cell of a named or numeric prior (``"table"``: one pseudo-count per table)."""
+    if prior == "table":
+        return 1.0 / cells_per_table
+    if isinstance(prior, str):
+        return _NAMED_PRIORS[prior]
+    return float(prior)
 
 
 def _result_value(val: Any) -> Tensor:
@@ -173,6 +209,7 @@ class BootstrapMetric(WrapperMetric):
         method: str = "auto",
         resampling: str = "multinomial",
         seed: Optional[int] = None,
+        prior: Optional[Union[float, str]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -210,6 +247,13 @@ class BootstrapMetric(WrapperMetric):
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"Expected argument `seed` to be an integer or None but received {seed!r}")
+        _check_prior(prior)
+        if prior is not None and resampling != "bayesian" and method != "auto":
+            raise ValueError(
+                f"Expected argument `prior` only with `resampling='bayesian'` or `method='auto'` but received "
+                f"prior={prior!r} with resampling={resampling!r} and method={method!r}: a prior enters only the "
+                "posterior, which those modes use."
+            )
 
         self.num_bootstraps = num_bootstraps
         self.confidence_level = float(confidence_level)
@@ -225,11 +269,30 @@ class BootstrapMetric(WrapperMetric):
         engine_metric = deepcopy(base_metric)
         engine_metric.reset()
         engine_cls = select_engine(engine_metric, resampling)
+        posterior_capable = hasattr(engine_cls, "posterior_output")  # the confusion family
+        if prior is not None and not posterior_capable:
+            raise ValueError(
+                f"Expected argument `prior` only for confusion-matrix metrics (accuracy, precision, recall, F-beta, "
+                f"specificity, Jaccard, MCC, kappa) but received prior={prior!r} for "
+                f"{type(base_metric).__name__}, which goes through the {engine_cls.__name__}: its Bayesian mode has "
+                "no cell counts to put pseudo-counts on. Leave `prior=None`."
+            )
+        self.method_requested = method
         if method == "auto":
             fast = engine_cls is not GenericEngine
             method = "bca" if fast and resampling != "bayesian" else "percentile"
         self.method = method
         self.engine = engine_cls(engine_metric, num_bootstraps, resampling, seed, method == "bca", **kwargs)
+        #: the resolved pseudo-count per confusion cell (None where the engine has no posterior mode)
+        self.prior: Optional[float] = None
+        if posterior_capable:
+            self.prior = _prior_value(DEFAULT_PRIOR if prior is None else prior, self.engine.cells_per_table)
+            if resampling == "bayesian":
+                self.engine.prior = self.prior
+            elif self.method_requested == "auto" and self.prior > 0:
+                self.engine.auto_prior = self.prior
+                self.engine.auto_threshold = AUTO_SMALL_COUNT
+        self._base_method = method
         # the metric's mathematical range (not torchmetrics' plot hints, which are 0/1 for MCC and kappa)
         self._range = metric_range(base_metric)
         self._batch_metric: Optional[Metric] = None  # made on the first forward (batch values only)
@@ -311,7 +374,25 @@ class BootstrapMetric(WrapperMetric):
             nan = torch.full(value.shape, float("nan"), dtype=dtype, device=value.device)
             return {"value": value, "lower": nan, "upper": nan.clone(), "std": nan.clone()}
         replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
-        lower, upper = self._interval(out, self.method)
+        posterior = bool(getattr(self.engine, "posterior_used", False))
+        self.method = "posterior" if posterior and self.resampling != "bayesian" else self._base_method
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lower, upper = self._interval(out, "percentile" if posterior else self.method)
+        for w in caught:
+            if self.prior is not None and "degenerate" in str(w.message):
+                continue  # said below, naming the option that gives a real interval
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        zero = (lower == upper) & torch.isfinite(value) & (replicates == replicates[:1]).all(0)
+        if self.prior is not None and bool(zero.any()):
+            _rank_zero_warn(
+                f"BootstrapMetric: a zero-width interval for {int(zero.sum())} of {zero.numel()} element(s): every "
+                f"{'posterior draw' if posterior else 'bootstrap replicate'} equals the estimate (e.g. 30 of 30 "
+                "correct: a resample cannot contain an error the data do not), so the interval is the point "
+                f"estimate. For a real interval use `method='auto'` (the default, which switches to the posterior "
+                f"Dirichlet(counts + prior) when a count is below {AUTO_SMALL_COUNT}) or `resampling='bayesian'` with "
+                f"`prior='{DEFAULT_PRIOR}'` (or any pseudo-count > 0)."
+            )
         std = bootstrap_std(replicates)
         return {"value": value, "lower": lower, "upper": upper, "std": std.to(dtype)}
 
