@@ -12,14 +12,14 @@ Writes ``<out>/boundary_results.json`` and the fragment ``<out>/boundary.md``, w
 the replicates of resampling mode r (stream 0-5) in that cell from ``torch.Generator().manual_seed(
 15_000_000_000 + 100_000_000 * metric_id + 100_000 * n + 10 * round(1000 * value) + stream)``; scipy on set i
 uses ``rng=default_rng([15, metric_id, n, round(1000 * value), i])``; the real ``BootstrapMetric`` check uses
-``seed=i`` on set i (on the first ``--real-sims`` = 400 sets of every cell).
+``seed=i`` on set i (on the first ``--real-sims`` = 200 sets of every cell).
 
 **Our methods** are computed for all S sets at once from the per-set confusion counts, with the library's own
 metric formulas (``confusion_metric_from_counts``) and interval helpers; the draws have the engine's
 distributions (multinomial, ``Poisson(count)``, ``Dirichlet(counts)`` and ``Dirichlet(counts + prior)``) but
 not its random stream. Two checks tie this to the real class: the batched interval code is compared with
 ``lightning_ci.intervals.confidence_interval`` (plus ``BootstrapMetric``'s widening) on the same replicates for
-the first sets of every cell, and the real ``BootstrapMetric()`` with default settings is run on the first 400 sets
+the first sets of every cell, and the real ``BootstrapMetric()`` with default settings is run on the first 200 sets
 of every cell (its coverage is the row "BootstrapMetric() default, real class").
 
 **The decision rule (written here before the full run):** candidates for the confusion-family default are
@@ -69,7 +69,7 @@ METRICS = ("accuracy", "rare_recall", "macro_f1_rare")
 METRIC_IDS = {"accuracy": 0, "rare_recall": 1, "macro_f1_rare": 2, "accuracy_mid": 3, "macro_f1_mid": 4}
 RARE = {20: 5, 30: 5, 50: 5, 100: 10, 300: 30, 1000: 30}  # examples of the rare class (recall, macro-F1)
 ISSUE_CELL = ("accuracy", 30, 0.97)
-MID_SIZES = (50, 100, 300, 1000)  # Part 1's middle regime, re-simulated here for the default decision
+MID_SIZES = (50, 100, 300)  # Part 1's middle regime, re-simulated here for the default decision
 PRIORS = {"table": None, "jeffreys": 0.5, "uniform": 1.0}  # None: 1 / cells of the table
 SMALL = 5  # the switch threshold of candidate C, stated in advance
 METHODS = ("percentile", "basic", "normal", "bca")
@@ -344,7 +344,7 @@ def _stats(lower: np.ndarray, upper: np.ndarray, truth: float) -> dict[str, Any]
     width = np.where(ok, upper - lower, np.nan)
     return {
         "coverage": float(cover.mean()),
-        "sims": int(len(lower)),
+        "sims": len(lower),
         "mean_width": float(np.nanmean(width)) if ok.any() else float("nan"),
         "zero_width": float((ok & (width <= 1e-7)).mean()),
         "nan": float((~ok).mean()),
@@ -427,8 +427,10 @@ def run_cell(metric: str, n: int, value: float, sims: int, b: int, scipy_sims: i
         configs["scipy.stats.bootstrap BCa"]["wall_s"] = time.perf_counter() - ts
     if real_sims:
         lo, hi, methods = np.empty(real_sims), np.empty(real_sims), {}
+        bm = BootstrapMetric(base_metric(metric), num_bootstraps=b, seed=0)
         for i in range(real_sims):
-            bm = BootstrapMetric(base_metric(metric), num_bootstraps=b, seed=i)
+            bm.reset()
+            bm.seed = i  # the same as BootstrapMetric(..., seed=i), without rebuilding the wrapper per set
             bm.update(torch.from_numpy(preds[i]), torch.from_numpy(target[i]))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -450,8 +452,7 @@ def _config_name(mode: str, method: str, prior: float) -> str:
 
 
 def cells(sizes: tuple[int, ...], values: tuple[float, ...], mid_sizes: tuple[int, ...]) -> list[tuple]:
-    out = [(m, n, v) for m in METRICS for n in sizes for v in values]
-    out.append(ISSUE_CELL)
+    out = [ISSUE_CELL] + [(m, n, v) for m in METRICS for n in sizes for v in values]
     out += [("accuracy_mid", n, 0.85) for n in mid_sizes]
     out += [("macro_f1_mid", n, 0.70) for n in mid_sizes]
     return out
@@ -500,12 +501,21 @@ def decide(results: dict) -> dict[str, Any]:
     eligible = [c for c in CANDIDATES if table[c]["eligible"]]
     order = sorted(
         eligible,
-        key=lambda c: (table[c]["cells_below_band"], round(table[c]["mean_shortfall"], 6), table[c]["width_ratio_vs_A"]),
+        key=lambda c: (
+            table[c]["cells_below_band"],
+            round(table[c]["mean_shortfall"], 6),
+            table[c]["width_ratio_vs_A"],
+        ),
     )
     return {"band": band, "table": table, "winner": order[0] if order else None}
 
 
 # --------------------------------------------------------------------------------------------- report
+def _max_library_diff(results: dict) -> float:
+    diffs = [st.get("max_abs_diff_vs_library") or 0.0 for c in results.values() for st in c["configs"].values()]
+    return max(diffs, default=0.0)
+
+
 def _fmt_cov(st: dict, band: float) -> str:
     cov = 100 * st["coverage"]
     se = 100 * math.sqrt(max(st["coverage"] * (1 - st["coverage"]), 1e-12) / st["sims"])
@@ -521,7 +531,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
     lines = [
         "## Coverage near 0 and 1: the bootstrap and the posterior Dirichlet(counts + prior)",
         "",
-        f"Regenerate (resumable; per-cell results cached in `validation/boundary_results.json`):\n\n```bash\n{command}\n```",
+        "Regenerate (resumable; per-cell results cached in `validation/boundary_results.json`):",
+        "",
+        f"```bash\n{command}\n```",
         "",
         f"- **Simulated sets:** S = {sims} per cell; **replicates:** B = {b} for every bootstrap and posterior.",
         "- **Seeds (fixed before the first run):** data of cell (metric, n, value) from"
@@ -542,7 +554,7 @@ def write_report(results: dict, out: Path, command: str) -> None:
         " Dirichlet(counts + prior)) made for all sets at once from the confusion counts, turned into bounds by"
         " the library's metric formulas and interval helpers (the batched interval code equals"
         " `confidence_interval` plus `BootstrapMetric`'s widening on the same replicates to"
-        f" {max((st.get('max_abs_diff_vs_library') or 0.0) for c in results.values() for st in c['configs'].values()):.1e},"
+        f" {_max_library_diff(results):.1e},"
         " checked on the first 3 sets of every cell and configuration). *The real class*:"
         " `BootstrapMetric(base, num_bootstraps=B, seed=i)` with every other argument at its default, on the first"
         " sets of every cell (its S is shown)."
@@ -574,7 +586,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
                 if st is None:
                     row.append("")
                 elif results[k]["value"] >= 1.0:
-                    row.append(f"zw {100 * st['zero_width']:.0f}%" + (f", NaN {100 * st['nan']:.0f}%" if st["nan"] else ""))
+                    row.append(
+                        f"zw {100 * st['zero_width']:.0f}%" + (f", NaN {100 * st['nan']:.0f}%" if st["nan"] else "")
+                    )
                 else:
                     row.append(_fmt_cov(st, band) + (f" (S={st['sims']})" if st["sims"] != sims else ""))
             lines.append(f"| {nm} | " + " | ".join(row) + " |")
@@ -610,7 +624,8 @@ def write_report(results: dict, out: Path, command: str) -> None:
               " A candidate must cover ≥ 90% at n = 30, accuracy 0.97 and give no zero-width interval at true value"
               " 1.0; then the fewest cells (true value < 1) below the band, the smallest mean shortfall below 95%,"
               " the smallest geometric-mean width relative to A.", "",
-              "| candidate | eligible | cells below band | mean shortfall (pt) | width vs A |", "|---|---|---|---|---|"]  # fmt: skip
+              "| candidate | eligible | cells below band | mean shortfall (pt) | width vs A |",
+              "|---|---|---|---|---|"]  # fmt: skip
     for cand, st in dec["table"].items():
         lines.append(f"| {cand} | {'yes' if st['eligible'] else 'no'} | {st['cells_below_band']} |"
                      f" {100 * st['mean_shortfall']:.2f} | {st['width_ratio_vs_A']:.3f} |")  # fmt: skip
@@ -622,9 +637,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
 def main(argv: Optional[list[str]] = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sims", type=int, default=2000)
-    ap.add_argument("--num-bootstraps", type=int, default=1000)
-    ap.add_argument("--scipy-sims", type=int, default=200, help="sets per cell for scipy BCa (slow anchor)")
-    ap.add_argument("--real-sims", type=int, default=400, help="sets per cell for the real BootstrapMetric check")
+    ap.add_argument("--num-bootstraps", type=int, default=500)
+    ap.add_argument("--scipy-sims", type=int, default=100, help="sets per cell for scipy BCa (slow anchor)")
+    ap.add_argument("--real-sims", type=int, default=200, help="sets per cell for the real BootstrapMetric check")
     ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     ap.add_argument("--values", type=float, nargs="*", default=list(VALUES))
     ap.add_argument("--mid-sizes", type=int, nargs="*", default=list(MID_SIZES))

@@ -118,7 +118,24 @@ class BootstrapMetric(WrapperMetric):
       drawn at compute time; the summed weights of ``m`` identical units are drawn at once as ``Poisson(m)``,
       so binary/multiclass confusion metrics and binary binned ranking metrics keep a constant-size state.
     - ``"bayesian"``: the Bayesian bootstrap (Rubin, 1981): ``Dirichlet(1, ..., 1)`` weights over the
-      samples seen. Only ``method="percentile"`` applies.
+      samples seen. Only ``method="percentile"`` applies. For the confusion family it is the exact posterior
+      ``Dirichlet(counts + prior)`` of the confusion-cell probabilities, with ``prior`` pseudo-counts in
+      *every* cell (default ``prior="table"``: one pseudo-count per table), so 30 of 30 correct still gives
+      a real interval; ``prior=0`` is Rubin's Bayesian bootstrap, ``Dirichlet(counts)``.
+
+    ``prior`` (confusion family only; ranking and generic metrics refuse it) is a pseudo-count per cell or a
+    name. What each means for accuracy, with k of n correct:
+
+    - ``"table"`` (default): ``1/K`` per cell of a K-cell table (1/4 binary, 1/C² multiclass, 1/4 per label
+      multilabel). Binary accuracy ~ ``Beta(k + 1/2, n - k + 1/2)``, Jeffreys' interval; multiclass accuracy
+      ~ ``Beta(k + 1/C, n - k + (C - 1)/C)``; recall of a class ~ ``Beta(tp + 1/K, fn + (C - 1)/K)``.
+    - ``"jeffreys"``: 1/2 per cell (Jeffreys' prior of the cell multinomial). Binary accuracy ~
+      ``Beta(k + 1, n - k + 1)``, the uniform prior on accuracy.
+    - ``"uniform"``: 1 per cell (Bayes-Laplace on the cells). Binary accuracy ~ ``Beta(k + 2, n - k + 2)``.
+    - a number ``a >= 0``: ``a`` per cell; binary accuracy ~ ``Beta(k + 2a, n - k + 2a)``.
+
+    Multilabel adds the pseudo-counts per label: each label's 2 x 2 table is exactly ``Dirichlet(counts_l +
+    prior)`` while the rows keep their cross-label dependence.
 
     **Reading a Bayesian credible interval next to a confidence interval.** The multinomial/Poisson bounds
     form a *confidence interval*: a procedure that, over repeated validation sets drawn from the same
@@ -139,8 +156,19 @@ class BootstrapMetric(WrapperMetric):
     ``resampling="bayesian"`` or on the generic path (where a jackknife costs ``n`` re-evaluations). The
     coverage study in ``docs/validation.md`` chose it: over 2,000 simulated sets per cell, BCa was the only
     method never below the Monte Carlo band of 95% for accuracy, macro-F1 and AUROC at n = 50 ... 5000,
-    at about 1% more width than percentile, which under-covers at n <= 100 (93.2-94.2%). The resolved
-    method is ``self.method``.
+    at about 1% more width than percentile, which under-covers at n <= 100 (93.2-94.2%).
+
+    **Near 0 and 1** no bootstrap works: with 30 of 30 correct every resample is 30 of 30, and the interval
+    is a point (about 60% coverage at n = 30, accuracy 0.97). So on the confusion family ``"auto"`` (with
+    multinomial or Poisson resampling) switches, at compute time, to the posterior ``Dirichlet(counts +
+    prior)`` (its percentile credible interval) whenever the smallest count the metric rests on is below 5:
+    for each class that occurs, its true positives, false negatives and false positives (per label for
+    multilabel; for binary, the smallest of the four cells). The boundary study in ``docs/validation.md``
+    chose this rule. After ``compute``, ``self.method`` says which was used: ``"posterior"`` or ``"bca"``
+    (``self.method_requested`` keeps ``"auto"``). An interval always contains the estimate, so at 30 of 30
+    the default is ``[q, 1]`` with ``q`` the 2.5% posterior quantile (Jeffreys' interval, with its usual
+    end at 1). A mode chosen explicitly (``method="percentile"``, ``prior=0``, ...) that gives a point interval
+    says so in a warning that names the option giving a real one.
     Degenerate cases (all replicates equal, the metric undefined in some replicates) give finite bounds
     and a ``UserWarning``.
 
@@ -163,15 +191,21 @@ class BootstrapMetric(WrapperMetric):
         seed: fixes the result. ``None`` draws a seed with :mod:`secrets` (the global torch RNG is never
             used); under an initialised ``torch.distributed`` process group rank 0's seed is broadcast at
             the first ``compute`` so that all ranks agree.
+        prior: pseudo-counts per confusion cell for the posterior (``resampling="bayesian"``, and the
+            small-count regime of ``method="auto"``): ``None`` (the default, ``"table"``), ``"table"``,
+            ``"jeffreys"``, ``"uniform"`` or a number ``>= 0`` (0: no prior). Confusion family only.
         kwargs: torchmetrics ``Metric`` keyword arguments (``sync_on_compute``, ``process_group``,
             ``dist_sync_fn``, ``compute_on_cpu``, ...), passed on to the replicate engine that holds the
             states.
 
     Raises:
-        TypeError: if ``base_metric`` is not a torchmetrics ``Metric`` or ``seed`` is not an int or None.
+        TypeError: if ``base_metric`` is not a torchmetrics ``Metric``, ``seed`` is not an int or None, or
+            ``prior`` is not None, a string or a number.
         ValueError: if ``num_bootstraps`` is not an integer larger than 1, ``confidence_level`` is not in
             ``(0, 1)``, ``method`` or ``resampling`` is unknown, or ``resampling="bayesian"`` is combined
-            with a method other than ``"percentile"`` (or with a generic metric that takes no sample weights).
+            with a method other than ``"percentile"`` (or with a generic metric that takes no sample weights);
+            if ``prior`` is an unknown name, negative or not finite, is given for a metric outside the
+            confusion family, or with a mode that never uses the posterior (not bayesian, not ``"auto"``).
 
     Example:
         >>> import torch
@@ -191,6 +225,14 @@ class BootstrapMetric(WrapperMetric):
         True
         >>> sorted(to_log_dict(result, "val_acc"))
         ['val_acc', 'val_acc_lower', 'val_acc_upper']
+
+        Near the boundary (30 of 30 correct) the default switches to the posterior and gives a real interval:
+
+        >>> perfect = BootstrapMetric(BinaryAccuracy(), seed=0)
+        >>> perfect.update(torch.ones(30), torch.ones(30))
+        >>> result = perfect.compute()
+        >>> perfect.method, round(result["lower"].item(), 2), result["upper"].item()
+        ('posterior', 0.92, 1.0)
     """
 
     is_differentiable: ClassVar[bool] = False
