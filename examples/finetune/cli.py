@@ -65,12 +65,17 @@ def parse_effective_batch(text: str) -> Union[int, dict[int, int]]:
     return parse_schedule(text, "--effective-batch-size", "KEY", "SIZE")
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.HelpFormatter):
     """Shows each flag's default once, and only when it has one."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        if (
+            action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or "default" in text
+        ):
             return text
         return f"{text} (default: {action.default})"
 
