@@ -69,6 +69,7 @@ def _texts(n: int, prefix: str = "review") -> list[str]:
         (["--schedule", "0:2", "--effective-batch-size", "32"], "exclude each other"),
         (["--effective-batch-size", "0:32,x:64"], "--effective-batch-size"),
         (["--max-length", "600"], "--max-length 600 is more than the 512 token positions"),
+        (["--max-val-samples", "1"], "1 validation text(s): a bootstrap interval needs at least two"),
     ],
 )
 def test_bad_flags_give_one_error_line(capsys, tmp_path, args, expected):

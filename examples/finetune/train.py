@@ -131,6 +131,10 @@ def run(args: argparse.Namespace) -> None:
     data = load_text_splits(args.dataset, args.text_column, args.label_column, args.seed, group_col)
     train_texts, train_labels = subsample(data.train_texts, data.train_labels, args.max_train_samples, args.seed)
     val_texts, val_labels = subsample(data.val_texts, data.val_labels, args.max_val_samples, args.seed + 1)
+    if len(val_texts) < 2:
+        raise ExampleError(
+            f"{len(val_texts)} validation text(s): a bootstrap interval needs at least two (--max-val-samples)"
+        )
     undefined = undefined_metrics(val_labels, data.label_names)
     check_monitor(args.monitor, undefined)
     overlap = count_overlap(train_texts, val_texts)
