@@ -455,7 +455,7 @@ def check_llm(
     probe_seq_lens: tuple[int, ...] = (1024, 2048, 4096, 8192),
     precision: str | None = None,
     lr: float = 1e-3,
-    budget_s: float = 270.0,
+    budget_s: float = 200.0,
     effective_batch: int = EFFECTIVE_BATCH,
     micro_batches: tuple[int, ...] = MICRO_BATCHES,
 ) -> dict[str, Any]:
@@ -704,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="sequence lengths of the out-of-memory probes, default 1024,2048,4096,8192 ('' or --quick: none)",
     )
-    parser.add_argument("--llm-budget-s", type=float, default=270.0, help="start no probe after this many seconds")
+    parser.add_argument("--llm-budget-s", type=float, default=200.0, help="start no probe after this many seconds")
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
