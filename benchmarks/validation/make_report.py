@@ -4,6 +4,7 @@ Run (after the studies and the benchmarks have written their outputs):
 
     python benchmarks/validation/coverage.py --out docs/validation        # part 1 -> docs/validation/coverage.md
     python benchmarks/validation/accumulation.py --out docs/validation    # part 2 -> docs/validation/accumulation.md
+    python benchmarks/validation/paired.py --out docs/validation          # part 4 -> docs/validation/paired.md
     python benchmarks/run_all.py                                          # part 3 -> docs/benchmarks.md
     python benchmarks/validation/make_report.py                           # -> docs/validation.md
 
@@ -30,6 +31,7 @@ everything:
 python benchmarks/validation/coverage_signed.py --out docs/validation
 python benchmarks/validation/coverage.py --out docs/validation
 python benchmarks/validation/accumulation.py --out docs/validation
+python benchmarks/validation/paired.py --out docs/validation
 python benchmarks/run_all.py
 python benchmarks/validation/make_report.py
 ```
@@ -74,6 +76,7 @@ def main() -> None:
         _fragment("coverage.md", "Part 1"),
         _fragment("accumulation.md", "Part 2"),
         _speed_section(),
+        _fragment("paired.md", "Part 4"),
     ]
     out = DOCS / "validation.md"
     out.write_text("\n".join(parts))
