@@ -5,6 +5,7 @@ Run (after the studies and the benchmarks have written their outputs):
     python benchmarks/validation/coverage.py --out docs/validation        # part 1 -> docs/validation/coverage.md
     python benchmarks/validation/boundary.py --out docs/validation        # part 1b -> docs/validation/boundary.md
     python benchmarks/validation/accumulation.py --out docs/validation    # part 2 -> docs/validation/accumulation.md
+    python benchmarks/validation/paired.py --out docs/validation          # part 4 -> docs/validation/paired.md
     python benchmarks/run_all.py                                          # part 3 -> docs/benchmarks.md
     python benchmarks/validation/make_report.py                           # -> docs/validation.md
 
@@ -32,6 +33,7 @@ python benchmarks/validation/coverage_signed.py --out docs/validation
 python benchmarks/validation/coverage.py --out docs/validation
 python benchmarks/validation/boundary.py --out docs/validation
 python benchmarks/validation/accumulation.py --out docs/validation
+python benchmarks/validation/paired.py --out docs/validation
 python benchmarks/run_all.py
 python benchmarks/validation/make_report.py
 ```
@@ -83,6 +85,7 @@ def main() -> None:
         _fragment("boundary.md", "Part 1b"),  # near 0 and 1 (issue 15): benchmarks/validation/boundary.py
         _fragment("accumulation.md", "Part 2"),
         _speed_section(),
+        _fragment("paired.md", "Part 4"),
     ]
     out = DOCS / "validation.md"
     out.write_text("\n".join(parts))
