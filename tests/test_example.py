@@ -27,7 +27,8 @@ SCRIPT = ROOT / "examples" / "finetune_text_classifier.py"
 METRICS = ("val_acc", "val_f1", "val_auroc")
 
 
-ftc = load_script(SCRIPT, "finetune_text_classifier")
+ftc = load_script(SCRIPT, "finetune_text_classifier")  # puts examples/ on sys.path for the `finetune` package
+from finetune import report as ftc_report  # noqa: E402
 
 
 def _run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -259,9 +260,9 @@ def test_overlap_sentence():
         return {"epoch": epoch, "val_acc": v, "val_acc_lower": lo, "val_acc_upper": hi}
 
     tie = [row(0, 0.70, 0.75, 0.80), row(1, 0.74, 0.79, 0.84)]
-    assert "treat 'best' as a tie" in ftc.overlap_sentence(tie, "val_acc", 1, 0.95)
+    assert "treat 'best' as a tie" in ftc_report.overlap_sentence(tie, "val_acc", 1, 0.95)
     clear = [row(0, 0.50, 0.55, 0.60), row(1, 0.74, 0.79, 0.84)]
-    assert "overlaps no other epoch's" in ftc.overlap_sentence(clear, "val_acc", 1, 0.95)
+    assert "overlaps no other epoch's" in ftc_report.overlap_sentence(clear, "val_acc", 1, 0.95)
     mixed = [*clear, row(2, 0.72, 0.77, 0.82)]
-    sentence = ftc.overlap_sentence(mixed, "val_acc", 1, 0.95)
+    sentence = ftc_report.overlap_sentence(mixed, "val_acc", 1, 0.95)
     assert "epoch(s) 2, so it is not distinguishable" in sentence and "epoch(s) 0, which it beats" in sentence
