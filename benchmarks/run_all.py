@@ -24,6 +24,7 @@ BENCHMARKS = {
     "bootstrap": ["benchmarks/bench_bootstrap.py"],
     "auroc": ["benchmarks/bench_auroc.py"],
     "accumulation": ["benchmarks/bench_accumulation.py"],
+    "groups": ["benchmarks/bench_groups.py"],
 }
 
 
@@ -96,6 +97,20 @@ def summary(outputs: dict[str, str]) -> list[str]:
             ", ".join(f"k={k}: {m} MiB" for k, m in rss) or "n/a",
         )
     )
+    grouped = outputs.get("groups", "")
+    for case, goal in (
+        ("accuracy, groups of 5", "≥ 10× faster"),
+        ("accuracy, groups of 1-20", "≥ 1×"),
+        ("AUROC, groups of 5", "≥ 1×"),
+    ):
+        rows.append(
+            (
+                f"Cluster bootstrap (`groups=`), {case}, B=1000",
+                "vectorised NumPy cluster bootstrap",
+                goal,
+                _find(rf"^\| {re.escape(case)} \|(?:[^|]*\|){{5}} \*\*([\d.]+)×\*\*", grouped) + "× faster",
+            )
+        )
     lines = ["| what | against | goal | measured |", "|---|---|---|---|"]
     lines += [f"| {w} | {ag} | {g} | {m} |" for w, ag, g, m in rows]
     return lines
@@ -152,6 +167,10 @@ def main() -> None:
         "## `AccumulationScheduler` against Lightning's accumulation (`benchmarks/bench_accumulation.py`)",
         "",
         outputs["accumulation"],
+        "",
+        "## Grouped data (cluster bootstrap) (`benchmarks/bench_groups.py`)",
+        "",
+        outputs["groups"],
         "",
     ]
     Path(args.out).write_text("\n".join(text))
