@@ -113,8 +113,8 @@ def test_groups_study_smoke(tmp_path):
     assert saved["cells"].keys() == results["cells"].keys()
     assert len(saved["cells"]) == 4
     supported = saved["meta"]["groups_supported"]
-    expected = {"cluster", "iid", "analytic"} if supported else {"iid", "analytic", "reference"}
     for key, cell in saved["cells"].items():
+        expected = {"cluster", "iid", "analytic"} if supported[cell["metric"]] else {"iid", "analytic", "reference"}
         want = expected if cell["metric"] == "accuracy" else expected - {"analytic"}
         assert set(cell["groups"]) == want, key
         for grp, entry in cell["groups"].items():
@@ -126,7 +126,7 @@ def test_groups_study_smoke(tmp_path):
                 assert st["mean_width"] > 0
     # at sigma = 2 with groups of 1-20 the cluster intervals are wider than the i.i.d. ones
     cell = saved["cells"]["accuracy|G=200|m=1-20|sigma=2"]["groups"]
-    cluster = groups.summarize(cell["cluster" if supported else "reference"])
+    cluster = groups.summarize(cell["cluster" if supported["accuracy"] else "reference"])
     iid = groups.summarize(cell["iid"])
     assert cluster["percentile"]["mean_width"] > 1.5 * iid["percentile"]["mean_width"]
     text = (tmp_path / "groups.md").read_text()

@@ -131,21 +131,25 @@ def base_metric(metric: str) -> Callable[[], Any]:
     }[metric]
 
 
-def groups_supported() -> bool:
-    """Whether this lightning_ci's ``BootstrapMetric.update`` takes ``groups=`` (issue 11)."""
-    from torchmetrics.classification import BinaryAccuracy
-
+def groups_supported(metric: str) -> bool:
+    """Whether this lightning_ci's ``BootstrapMetric.update`` takes ``groups=`` (issue 11) for ``metric``."""
     from lightning_ci import BootstrapMetric
 
-    bm = BootstrapMetric(BinaryAccuracy(), 10, seed=0)
+    bm = BootstrapMetric(base_metric(metric)(), 10, seed=0)
+    preds = torch.tensor([0.2, 0.9, 0.6, 0.1]) if metric == "auroc" else torch.tensor([0, 1, 1, 0])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            bm.update(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0]), groups=torch.tensor([0, 0, 1, 2]))
+            bm.update(preds, torch.tensor([0, 1, 0, 1]), groups=torch.tensor([0, 0, 1, 2]))
             bm.compute()
     except (TypeError, ValueError):
         return False
     return True
+
+
+def default_methods(supported: bool) -> list[str]:
+    """The method groups run for a metric: the NumPy reference stands in while ``groups=`` is missing."""
+    return ["cluster", "iid", "analytic"] if supported else ["iid", "analytic", "reference"]
 
 
 class Ours:
@@ -379,10 +383,11 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         " (does not apply, or not in the grid).",
         "",
     ]
-    if not meta.get("groups_supported", True):
+    lacking = [m for m, ok in meta.get("groups_supported", {}).items() if not ok]
+    if lacking:
         lines += [
-            "> **`BootstrapMetric` had no `groups=` when this was generated**: the *cluster (ours)* columns are"
-            " empty, and the NumPy reference stands in for the cluster bootstrap.",
+            f"> **`BootstrapMetric` had no `groups=` for {', '.join(lacking)} when this was generated**: there the"
+            " *cluster (ours)* column is empty, and the NumPy reference stands in for the cluster bootstrap.",
             "",
         ]
     out_of_goal, outside_band = [], []
@@ -456,7 +461,7 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         for c in planned
         if not all(
             cells.get(cell_key(*c), {}).get("groups", {}).get(grp, {}).get("done")
-            for grp in meta.get("method_groups", [])
+            for grp in meta.get("method_groups", {}).get(c[0], [])
             if applies(grp, c[0])
         )
     ]
@@ -531,10 +536,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "groups_results.json"
     b = args.num_bootstraps
-    supported = groups_supported()
-    # the NumPy reference stands in for the cluster bootstrap only while ``groups=`` is missing (or when asked)
-    default = ["cluster", "iid", "analytic"] if supported else ["iid", "analytic", "reference"]
-    methods = [m for m in (args.methods or default) if m != "cluster" or supported]
+    supported = {m: groups_supported(m) for m in METRICS}
+    methods = {
+        m: [g for g in (args.methods or default_methods(ok)) if g != "cluster" or ok] for m, ok in supported.items()
+    }
     # the command that regenerates the whole study (a process may run only some --metrics / --methods)
     cli = [f"--sims {args.sims}"] if args.sims != 2000 else []
     cli += [f"--num-bootstraps {b}"] if b != 1000 else []
@@ -550,7 +555,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "num_bootstraps": b,
             "chunk": chunk,
             "grid": [list(c) for c in planned],
-            "method_groups": ["cluster", "iid", "analytic"] if supported else ["iid", "analytic", "reference"],
+            "method_groups": {m: default_methods(ok) for m, ok in supported.items()},
             "groups_supported": supported,
             "machine": old["machine"] if args.report_only and "machine" in old else machine_info(),
         }
@@ -559,8 +564,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     code = code_id()
     if not args.report_only:
         for cell in cells:
-            for grp in methods:
-                metric, g, sizes, sigma = cell
+            metric, g, sizes, sigma = cell
+            for grp in methods[metric]:
                 if not applies(grp, metric):
                     continue
                 key, truth = cell_key(*cell), true_value(metric, sigma)
