@@ -25,6 +25,7 @@ BENCHMARKS = {
     "auroc": ["benchmarks/bench_auroc.py"],
     "accumulation": ["benchmarks/bench_accumulation.py"],
     "paired": ["benchmarks/bench_paired.py"],
+    "groups": ["benchmarks/bench_groups.py"],
 }
 PAIRED_TITLE = "## Paired comparisons (`benchmarks/bench_paired.py`)"
 
@@ -100,6 +101,20 @@ def summary(outputs: dict[str, str]) -> list[str]:
     )
     if "paired" in outputs:
         rows += paired_rows(outputs["paired"])
+    grouped = outputs.get("groups", "")
+    for case, goal in (
+        ("accuracy, groups of 5", "≥ 10× faster"),
+        ("accuracy, groups of 1-20", "≥ 1×"),
+        ("AUROC, groups of 5", "≥ 1×"),
+    ):
+        rows.append(
+            (
+                f"Cluster bootstrap (`groups=`), {case}, B=1000",
+                "vectorised NumPy cluster bootstrap",
+                goal,
+                _find(rf"^\| {re.escape(case)} \|(?:[^|]*\|){{5}} \*\*([\d.]+)×\*\*", grouped) + "× faster",
+            )
+        )
     lines = ["| what | against | goal | measured |", "|---|---|---|---|"]
     lines += [f"| {w} | {ag} | {g} | {m} |" for w, ag, g, m in rows]
     return lines
@@ -207,6 +222,10 @@ def main() -> None:
         outputs["accumulation"],
         "",
         paired_section(outputs["paired"]),
+        "## Grouped data (cluster bootstrap) (`benchmarks/bench_groups.py`)",
+        "",
+        outputs["groups"],
+        "",
     ]
     Path(args.out).write_text("\n".join(text))
     print(f"wrote {args.out}", file=sys.stderr)
