@@ -898,13 +898,17 @@ class ConfusionEngine(BootstrapEngine):
         ``resampling="bayesian"`` with a prior, or ``method="auto"`` when the metric rests on few events
         (:meth:`smallest_count` below ``auto_threshold``). Never with groups (the units are then groups, and
         Bayesian resampling is Rubin's Dirichlet(1, ..., 1) over them) nor for a paired comparison (joint
-        cells): those keep the bootstrap.
+        cells): those keep the bootstrap. With groups, ``method="auto"`` in the few-event regime takes the
+        posterior of the pooled table scaled to G effective observations (:meth:`_posterior_chunks`), and
+        ``resampling="bayesian"`` stays Rubin's Dirichlet(1, ..., 1) over the groups.
         """
-        if self.paired or self.grouped():
+        if self.paired:
             return 0.0
-        if self.resampling == "bayesian" and self.prior > 0:
+        grouped = self.grouped()
+        if self.resampling == "bayesian" and self.prior > 0 and not grouped:
             return float(self.prior)
-        if self.auto_prior > 0 and self.smallest_count() < self.auto_threshold:
+        few_events = self.auto_prior > 0 and self.smallest_count() < self.auto_threshold
+        if few_events and not (grouped and self.task == "multilabel"):
             return float(self.auto_prior)
         return 0.0
 
@@ -942,7 +946,10 @@ class ConfusionEngine(BootstrapEngine):
         """``[rows, K]`` draws of the posterior ``Dirichlet(counts + prior)`` of the cell probabilities (times n).
 
         Binary/multiclass: one Dirichlet over the K cells (ignored elements are left out: they enter no
-        metric). Multilabel: the rows keep Rubin's ``Dirichlet(pattern counts)`` weights, and one prior
+        metric). With groups (``method="auto"`` with few events only) the counts are scaled to G effective
+        observations, ``counts * G / n``: a group then weighs as one observation, the conservative end of the
+        design effect (exact when the samples of a group always agree, and equal to the ungrouped posterior
+        for groups of one). Multilabel: the rows keep Rubin's ``Dirichlet(pattern counts)`` weights, and one prior
         pseudo-row of mass ``T ~ Gamma(4·prior)`` is split per label by ``Dirichlet(prior, prior, prior,
         prior)``; so each label's four cells are exactly ``Dirichlet(counts_l + prior)`` (against the rows
         not ignored for that label) while the labels stay dependent as in the data.
@@ -950,6 +957,9 @@ class ConfusionEngine(BootstrapEngine):
         b = self.num_bootstraps
         if self.task != "multilabel":
             counts = self.counts[: self.num_cells]
+            if self.grouped():
+                num_groups = torch.unique(dim_zero_cat(self.group_ids)).numel()
+                counts = counts.double() * (num_groups / counts.sum().clamp(min=1).double())
             gen = self.generator(counts.device, stream=0)
             rows = max(1, min(b, _DRAW_ELEMENTS // self.num_cells))
             for start in range(0, b, rows):
