@@ -14,7 +14,13 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.wrappers.abstract import WrapperMetric
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput
+from lightning_ci.bootstrap._engine import (
+    GROUP_STATES,
+    RESAMPLING_MODES,
+    BootstrapEngine,
+    EngineOutput,
+    GroupsError,
+)
 from lightning_ci.bootstrap._ranges import metric_range
 from lightning_ci.bootstrap.generic import GenericEngine
 from lightning_ci.intervals import INTERVAL_METHODS, _rank_zero_warn, bootstrap_std, confidence_interval
@@ -52,10 +58,11 @@ def _fast_engine_classes() -> list[type[BootstrapEngine]]:
     return classes
 
 
-def select_engine(base_metric: Metric, resampling: str) -> type[BootstrapEngine]:
+def select_engine(base_metric: Metric, resampling: str, paired: bool = False) -> type[BootstrapEngine]:
     """The engine class used for ``base_metric``: confusion family, then ranking family, then generic."""
     for cls in _fast_engine_classes():
-        if cls.supports(base_metric, resampling):
+        supports = cls.supports_paired if paired and hasattr(cls, "supports_paired") else cls.supports
+        if supports(base_metric, resampling):
             return cls
     return GenericEngine
 
@@ -242,6 +249,7 @@ class BootstrapMetric(WrapperMetric):
     plot_upper_bound: Optional[float] = None
 
     engine: BootstrapEngine
+    _paired: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -310,8 +318,16 @@ class BootstrapMetric(WrapperMetric):
 
         engine_metric = deepcopy(base_metric)
         engine_metric.reset()
-        engine_cls = select_engine(engine_metric, resampling)
-        posterior_capable = hasattr(engine_cls, "posterior_output")  # the confusion family
+        self.__dict__["_template"] = deepcopy(engine_metric)  # the wrapped metric, never updated (not a module)
+        engine_cls = select_engine(engine_metric, resampling, self._paired)
+        # the confusion family's posterior; not for paired comparisons (joint cells), which keep the bootstrap
+        posterior_capable = hasattr(engine_cls, "posterior_output") and not self._paired
+        if prior is not None and self._paired:
+            raise ValueError(
+                f"Expected `prior=None` for a paired comparison but received prior={prior!r}: the posterior mode"
+                " covers one model's confusion table, not the joint table of two models. Use the bootstrap"
+                " (`resampling='multinomial'`, the default)."
+            )
         if prior is not None and not posterior_capable:
             raise ValueError(
                 f"Expected argument `prior` only for confusion-matrix metrics (accuracy, precision, recall, F-beta, "
@@ -320,11 +336,18 @@ class BootstrapMetric(WrapperMetric):
                 "no cell counts to put pseudo-counts on. Leave `prior=None`."
             )
         self.method_requested = method
+        self._prior_given = prior is not None
         if method == "auto":
             fast = engine_cls is not GenericEngine
             method = "bca" if fast and resampling != "bayesian" else "percentile"
         self.method = method
-        self.engine = engine_cls(engine_metric, num_bootstraps, resampling, seed, method == "bca", **kwargs)
+        if engine_cls is GenericEngine and self._paired:
+            from lightning_ci.bootstrap.paired import PairedClones
+
+            engine_metric = PairedClones(engine_metric)
+        self.engine = engine_cls(
+            engine_metric, num_bootstraps, resampling, seed, method == "bca", paired=self._paired, **kwargs
+        )
         #: the resolved pseudo-count per confusion cell (None where the engine has no posterior mode)
         self.prior: Optional[float] = None
         if posterior_capable:
@@ -338,6 +361,7 @@ class BootstrapMetric(WrapperMetric):
         # the metric's mathematical range (not torchmetrics' plot hints, which are 0/1 for MCC and kappa)
         self._range = metric_range(base_metric)
         self._batch_metric: Optional[Metric] = None  # made on the first forward (batch values only)
+        self._grouped: Optional[bool] = None  # whether the updates since the last reset passed ``groups``
 
     @property
     def seed(self) -> int:
@@ -356,15 +380,50 @@ class BootstrapMetric(WrapperMetric):
         self.engine._computed = None
         self._seed_given = self._seed_synced = True
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Update the bootstrap state; takes exactly what the wrapped metric's ``update`` takes."""
-        self.engine.update(*args, **kwargs)
+    def _check_groups(self, groups: Optional[Tensor]) -> None:
+        """``groups`` must be given in every update since the last reset, or in none."""
+        grouped = groups is not None
+        if self._grouped is not None and grouped != self._grouped:
+            raise GroupsError(
+                "Expected argument `groups` in every `update` since the last `reset` or in none, but "
+                + ("received groups after updates without them." if grouped else "it is missing in this update.")
+            )
+        if grouped and self._prior_given:
+            raise ValueError(
+                f"Expected `prior=None` with `groups` but received prior={self.prior!r}: with groups the units are"
+                " groups, and Bayesian resampling gives each group a Dirichlet(1, ..., 1) weight (Rubin's Bayesian"
+                " bootstrap over groups); a per-cell prior has no meaning there."
+            )
+        self._grouped = grouped
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def update(self, *args: Any, groups: Optional[Tensor] = None, **kwargs: Any) -> None:
+        """Update the bootstrap state; takes exactly what the wrapped metric's ``update`` takes.
+
+        Args:
+            args: the wrapped metric's ``update`` arguments (e.g. ``preds, target``).
+            groups: optional integer tensor, one group id per sample (per row for multilabel). The units that
+                are resampled are then the groups (the cluster bootstrap): ``"multinomial"`` draws G groups with
+                replacement, ``"poisson"``/``"bayesian"`` give each group one weight shared by its samples, BCa
+                uses the leave-one-group-out jackknife. The same id is the same group across batches and DDP
+                ranks. The wrapped metric never sees it, and the value does not change. Give it in every update
+                since the last reset, or in none.
+            kwargs: the wrapped metric's keyword arguments.
+
+        Raises:
+            ValueError: if ``groups`` is given in some updates and not in others, or its length is not the
+                batch's number of samples; also a ``TypeError`` (the same exception) for non-integer ids.
+        """
+        self._check_groups(groups)
+        if groups is None:
+            self.engine.update(*args, **kwargs)
+        else:
+            self.engine.update(*args, groups=groups, **kwargs)
+
+    def forward(self, *args: Any, groups: Optional[Tensor] = None, **kwargs: Any) -> Any:
         """Update the bootstrap state and return the wrapped metric's value on this batch alone."""
-        self.engine.update(*args, **kwargs)
+        self.update(*args, groups=groups, **kwargs)
         if self._batch_metric is None:
-            batch_metric = deepcopy(self.engine.base_metric)
+            batch_metric = deepcopy(self._template)
             batch_metric.reset()
             self._batch_metric = batch_metric.to(self.device)
         self._batch_metric.reset()
@@ -451,6 +510,8 @@ class BootstrapMetric(WrapperMetric):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         if prefix + "engine._bootstrap_seed" in state_dict:  # the saved seed: every rank loads the same one
             self._seed_given = self._seed_synced = True
+        if any(prefix + "engine." + name in state_dict for name in GROUP_STATES):  # a grouped evaluation resumes
+            self._grouped = True
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _interval(self, out: EngineOutput, method: str) -> tuple[Tensor, Tensor]:
@@ -485,6 +546,7 @@ class BootstrapMetric(WrapperMetric):
     def reset(self) -> None:
         """Reset to a fresh state (the seed is kept)."""
         self.engine.reset()
+        self._grouped = None
         if self._batch_metric is not None:
             self._batch_metric.reset()
         super().reset()
@@ -529,7 +591,7 @@ class BootstrapMetric(WrapperMetric):
             ) from err
         val = self.compute() if val is None else val
         fig, ax = plt.subplots() if ax is None else (ax.get_figure(), ax)
-        name = self.engine.base_metric.__class__.__name__
+        name = self._template.__class__.__name__
         label = f"{100 * self.confidence_level:g}% {self.method} ({self.resampling})"
         if isinstance(val, dict):
             value = val["value"].detach().cpu().double().reshape(-1)
