@@ -145,7 +145,7 @@ def _sample_auroc(w: Tensor, y: Tensor, end_idx: Optional[Tensor]) -> tuple[Tens
     wy = w * y
     tpc = torch.cumsum(wy, 1)
     wn = w - wy
-    num = _rowdot(wn, tpc) if end_idx is None else 0.5 * _rowdot(wn, tpc + tpc[:, end_idx])
+    num = _rowdot(wn, tpc) if end_idx is None else 0.5 * _rowdot(wn, tpc + tpc.index_select(1, end_idx))
     pos, neg = tpc[:, -1], wn.sum(1)
     undefined = (pos <= 0) | (neg <= 0)
     value = torch.where(undefined, torch.zeros_like(pos), num / (pos * neg))
@@ -167,7 +167,7 @@ def _sample_ap(w: Tensor, y: Tensor, end_idx: Optional[Tensor]) -> tuple[Tensor,
     tpc = torch.cumsum(wy, 1)
     precision = tpc / torch.cumsum(w, 1).clamp_min(torch.finfo(w.dtype).tiny)
     if end_idx is not None:
-        precision = precision[:, end_idx]
+        precision = precision.index_select(1, end_idx)
     pos = tpc[:, -1]
     undefined = pos <= 0
     value = torch.where(undefined, torch.zeros_like(pos), _rowdot(wy, precision) / pos)
@@ -927,7 +927,7 @@ class RankingEngine(BootstrapEngine):
                 support = h[:, -1, 1]
             else:
                 w = draw.weights()
-                wj = w if perms[j] is None else w[:, perms[j]]
+                wj = w if perms[j] is None else w.index_select(1, perms[j])  # 8x faster than w[:, p]
                 y = ys[j].to(w.dtype)
                 v, u = kernel(wj, y, end_idx[j])
                 support = _rowdot(wj, y.expand_as(wj)) if self._average == "weighted" else v
@@ -960,7 +960,7 @@ class RankingEngine(BootstrapEngine):
         for s in range(0, self.num_bootstraps, step):
             rows = min(step, self.num_bootstraps - s)
             group_weights = work.draw(self.resampling, rows, gen).weights()  # [rows, G]
-            reps.append(fn(_Draw(weights=group_weights[:, unit])))
+            reps.append(fn(_Draw(weights=group_weights.index_select(1, unit))))
         return torch.cat(reps)
 
     def _group_jackknife(self, n: int, unit: Tensor, fn: Callable[[_Draw], Tensor], device: torch.device) -> Tensor:
