@@ -584,6 +584,61 @@ def summary_lines(results: dict, band: float) -> list[str]:
     return lines
 
 
+PLOT_ROWS = (
+    ("switch: posterior table if a count < 5, else bca", "default: posterior (table) if a count < 5, else BCa", "-"),
+    ("ours bca (multinomial)", "BCa (multinomial), the default before", "-"),
+    ("ours percentile (multinomial)", "percentile (multinomial)", "-"),
+    ("ours posterior (bayesian, prior jeffreys = 0.5/cell)", "posterior, prior 1/2 per cell", ":"),
+    ("Jeffreys (Beta(k+1/2, n-k+1/2))", "Jeffreys", "--"),
+    ("Wilson", "Wilson", "--"),
+    ("Clopper-Pearson", "Clopper-Pearson", "--"),
+)
+
+
+def plot(results: dict, out: Path, band: float) -> Optional[str]:
+    """Coverage against n, one panel per (metric, true value < 1); returns the file name (None without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - optional
+        return None
+    grid_values = {c["value"] for c in results.values() if c["metric"] in METRICS and c["value"] < 1}
+    values = sorted(v for v in grid_values if v in VALUES)
+    if not values:
+        return None
+    fig, axes = plt.subplots(len(METRICS), len(values), figsize=(4 * len(values), 3.2 * len(METRICS)), squeeze=False)
+    for i, metric in enumerate(METRICS):
+        for j, value in enumerate(values):
+            ax = axes[i][j]
+            cells_ = sorted((c for c in results.values() if c["metric"] == metric and c["value"] == value),
+                            key=lambda c: c["n"])  # fmt: skip
+            if not cells_:
+                continue
+            ns = [c["n"] for c in cells_]
+            ax.axhspan(100 * (LEVEL - band), 100 * (LEVEL + band), color="0.88")
+            ax.axhline(100 * LEVEL, color="k", lw=0.8)
+            for name, label, style in PLOT_ROWS:
+                if name.startswith("ours posterior") or name in cells_[0]["configs"]:
+                    ys = [100 * c["configs"][name]["coverage"] if name in c["configs"] else np.nan for c in cells_]
+                    ax.plot(ns, ys, style, marker="o", ms=3, label=label)
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(ns)
+            ax.set_xticklabels([str(n) for n in ns])
+            ax.set_ylim(0, 101)
+            ax.set_title(f"{metric}, true value {value:g}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("coverage (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(out / "boundary_coverage.png", dpi=110)
+    plt.close(fig)
+    return "boundary_coverage.png"
+
+
 def write_report(results: dict, out: Path, command: str) -> None:
     dec = decide(results)
     band = dec["band"]
@@ -627,6 +682,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
         " value 1.0 every interval that contains the estimate covers, so those cells report the zero-width share.",
         "",
     ]
+    png = plot(results, out, band)
+    if png:
+        lines += [f"![coverage against n near the boundary](validation/{png})", ""]
     lines += summary_lines(results, band)
     groups = [(m, f) for m, f in (("accuracy", "Accuracy"), ("rare_recall", "Recall of a rare class"),
                                   ("macro_f1_rare", "Macro-F1 with a rare class"))]  # fmt: skip
