@@ -24,7 +24,10 @@ BENCHMARKS = {
     "bootstrap": ["benchmarks/bench_bootstrap.py"],
     "auroc": ["benchmarks/bench_auroc.py"],
     "accumulation": ["benchmarks/bench_accumulation.py"],
+    "paired": ["benchmarks/bench_paired.py"],
+    "groups": ["benchmarks/bench_groups.py"],
 }
+PAIRED_TITLE = "## Paired comparisons (`benchmarks/bench_paired.py`)"
 
 
 def run(name: str, quick: bool) -> str:
@@ -96,15 +99,73 @@ def summary(outputs: dict[str, str]) -> list[str]:
             ", ".join(f"k={k}: {m} MiB" for k, m in rss) or "n/a",
         )
     )
+    if "paired" in outputs:
+        rows += paired_rows(outputs["paired"])
+    grouped = outputs.get("groups", "")
+    for case, goal in (
+        ("accuracy, groups of 5", "≥ 10× faster"),
+        ("accuracy, groups of 1-20", "≥ 1×"),
+        ("AUROC, groups of 5", "≥ 1×"),
+    ):
+        rows.append(
+            (
+                f"Cluster bootstrap (`groups=`), {case}, B=1000",
+                "vectorised NumPy cluster bootstrap",
+                goal,
+                _find(rf"^\| {re.escape(case)} \|(?:[^|]*\|){{5}} \*\*([\d.]+)×\*\*", grouped) + "× faster",
+            )
+        )
     lines = ["| what | against | goal | measured |", "|---|---|---|---|"]
     lines += [f"| {w} | {ag} | {g} | {m} |" for w, ag, g, m in rows]
     return lines
+
+
+def paired_rows(p: str) -> list[tuple[str, str, str, str]]:
+    """Summary rows of ``bench_paired.py``: each starts with "Paired" (``--only paired`` replaces them)."""
+    rows = []
+    for method, ratio in re.findall(r"^\| (percentile|bca) \|[^|]+\|[^|]+\| \*\*([\d.]+)×\*\* \|", p, flags=re.M):
+        rows.append(
+            (
+                f"Paired AUROC, n=20,000, B=1000, {method}",
+                "`scipy.stats.bootstrap(paired=True)`, rank-AUROC difference",
+                "≥ 10× faster",
+                f"{ratio}× faster",
+            )
+        )
+    for name, ratio in re.findall(r"^\| (.+?) \| [\d.]+ ms \| [\d.]+ ms \| ([\d.]+)× \|$", p, flags=re.M):
+        rows.append((f"Paired update time: {name}", "the two unwrapped metrics", "≤ 1.5×", f"{ratio}×"))
+    return rows
+
+
+def splice_paired(out: Path, output: str, command: str) -> None:
+    """Replace the paired summary rows and the paired section of an existing ``docs/benchmarks.md``."""
+    text = out.read_text()
+    lines = [line for line in text.splitlines() if not line.startswith("| Paired")]
+    i = lines.index("## Summary (ratios, CPU)") + 1
+    while i < len(lines) and not lines[i].startswith("|"):
+        i += 1
+    while i < len(lines) and lines[i].startswith("|"):
+        i += 1
+    lines[i:i] = [f"| {w} | {ag} | {g} | {m} |" for w, ag, g, m in paired_rows(output)]
+    text = "\n".join(lines) + "\n"
+    text = re.sub(re.escape(PAIRED_TITLE) + r".*?(?=\n## |\Z)", "", text, flags=re.S).rstrip() + "\n"
+    out.write_text(text + "\n" + paired_section(output, command))
+
+
+def paired_section(output: str, command: str | None = None) -> str:
+    ran = (
+        f"These figures were measured by `{command}` (one run), separately from the rest of this file.\n\n"
+        if command
+        else ""
+    )
+    return f"{PAIRED_TITLE}\n\n{ran}{output}\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--only", choices=["paired"], default=None, help="re-run one benchmark, splice it in")
     args = parser.parse_args()
 
     import lightning
@@ -112,6 +173,13 @@ def main() -> None:
     import torch
     import torchmetrics
 
+    if args.only:  # re-run one benchmark and splice its section into the existing file
+        if args.only != "paired" or not Path(args.out).exists():
+            raise SystemExit("--only supports 'paired' with an existing --out file")
+        output = run("paired", args.quick)
+        splice_paired(Path(args.out), output, "python benchmarks/run_all.py --only paired")
+        print(f"updated {args.out}", file=sys.stderr)
+        return
     outputs = {name: run(name, args.quick) for name in BENCHMARKS}
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     load = os.getloadavg()[0]
@@ -154,6 +222,11 @@ def main() -> None:
         "## `AccumulationScheduler` against Lightning's accumulation (`benchmarks/bench_accumulation.py`)",
         "",
         outputs["accumulation"],
+        "",
+        paired_section(outputs["paired"]),
+        "## Grouped data (cluster bootstrap) (`benchmarks/bench_groups.py`)",
+        "",
+        outputs["groups"],
         "",
     ]
     Path(args.out).write_text("\n".join(text))

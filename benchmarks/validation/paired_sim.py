@@ -44,7 +44,7 @@ LEVELS = {
 }
 LEVEL_NAMES = {"accuracy": "discordance d", "macro_f1": "shared draw ρ", "auroc": "score correlation r"}
 # true differences of the power curves (delta_id = index); delta_id 0 is the null
-DELTAS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05)
+DELTAS = (0.0, 0.01, 0.02, 0.04)
 
 ACC_PB = 0.85
 ACC_PREVALENCE = 0.4

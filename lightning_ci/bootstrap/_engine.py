@@ -20,6 +20,41 @@ from torch import Tensor
 from torchmetrics import Metric
 
 RESAMPLING_MODES = ("multinomial", "poisson", "bayesian")
+# the engines' states that hold group ids (the cluster bootstrap); left out of ``state_dict`` while empty
+GROUP_STATES = ("group_ids", "group_cells", "group_counts", "_groups")
+
+
+class GroupsError(ValueError, TypeError):
+    """A bad ``groups=`` argument (both a ``ValueError`` and, for ids of the wrong dtype, a ``TypeError``)."""
+
+
+def expand_groups(groups: Tensor, num_samples: int, num_units: int) -> Tensor:
+    """Check the group ids of one batch and give one id per *unit* (element of the flattened input).
+
+    Args:
+        groups: one integer id per sample (dim 0 of the target; per row for multilabel).
+        num_samples: the batch's number of samples (``target.shape[0]``).
+        num_units: the number of units the engine made of the batch (samples times extra positions).
+
+    Returns:
+        ``[num_units]`` long ids (each sample's id repeated over its positions).
+
+    Raises:
+        GroupsError: if ``groups`` is not a 1-d integer tensor of ``num_samples`` ids.
+    """
+    if not isinstance(groups, Tensor):
+        raise GroupsError(f"Expected argument `groups` to be an integer tensor but received {type(groups).__name__}")
+    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+        raise GroupsError(f"Expected argument `groups` to hold integer ids but received dtype {groups.dtype}")
+    if groups.ndim != 1 or groups.shape[0] != num_samples:
+        raise GroupsError(
+            f"Expected argument `groups` to have one id per sample, shape ({num_samples},), but received shape "
+            f"{tuple(groups.shape)}"
+        )
+    groups = groups.long()
+    if num_samples == 0 or num_units == num_samples:
+        return groups
+    return groups.repeat_interleave(num_units // num_samples)
 
 
 @dataclass
@@ -77,6 +112,7 @@ class BootstrapEngine(Metric):
         resampling: str,
         seed: int,
         need_jackknife: bool,
+        paired: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,6 +121,9 @@ class BootstrapEngine(Metric):
         self.resampling = resampling
         self.seed = int(seed)
         self.need_jackknife = bool(need_jackknife)
+        # paired: ``update(preds_a, preds_b, target)``; value/replicates/jackknife get a model axis of size 2
+        # after the first (``[2, *S]``, ``[B, 2, *S]``, ``[m, 2, *S]``), both models under one weight per unit
+        self.paired = bool(paired)
         self._persistent_mode = False
 
     @classmethod
@@ -105,6 +144,13 @@ class BootstrapEngine(Metric):
         destination = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
         if self._persistent_mode:  # a resumed evaluation must draw the same replicates
             destination[prefix + "_bootstrap_seed"] = torch.tensor(self.seed, dtype=torch.int64)
+            for name in GROUP_STATES:  # no groups given: the state_dict is what it was before groups existed
+                value = getattr(self, name, None)
+                if prefix + name in destination and (
+                    (isinstance(value, list) and all(v.numel() == 0 for v in value))
+                    or (isinstance(value, Tensor) and value.numel() == 0)
+                ):
+                    del destination[prefix + name]
         return destination
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:

@@ -11,7 +11,10 @@ whole evaluation set therefore only needs the counts, not the samples:
   the number of DDP ranks.
 - ``"bayesian"``: Rubin's Bayesian bootstrap puts Dirichlet(1, ..., 1) weights on the samples; summed
   per cell they are ``Dirichlet(counts)``. Gamma variates per cell, normalised, times n give real
-  valued replicate counts.
+  valued replicate counts. With a prior (``engine.prior = a > 0`` pseudo-counts per cell) the draws are
+  the exact posterior ``Dirichlet(counts + a)`` of the cell probabilities over *every* cell, seen or not
+  (:meth:`ConfusionEngine.posterior_output`); multilabel adds the pseudo-counts per label (each label's
+  four cells are exactly ``Dirichlet(counts_l + a)``, the rows keep their cross-label dependence).
 - ``"poisson"``: each sample gets an independent Poisson(1) weight per replicate. The weights of the m
   samples of one cell sum to ``Poisson(m)``, and sums of independent Poisson variates are Poisson, so for
   binary and multiclass inputs a replicate is exactly ``Poisson(count)`` per cell: it is drawn at compute
@@ -89,7 +92,7 @@ from torchmetrics.functional.classification.stat_scores import (
 from torchmetrics.utilities.compute import _safe_divide
 from torchmetrics.utilities.data import _squeeze_if_scalar, dim_zero_cat
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput
+from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput, expand_groups
 
 # exact class -> (task, kind). Exact types only: a user subclass may override ``compute``.
 _SUPPORTED: dict[type, tuple[str, str]] = {
@@ -194,6 +197,28 @@ def _dirichlet_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -
     gamma = torch._standard_gamma(alpha.expand(num_rows, -1).contiguous(), generator=generator)
     gamma = torch.where(alpha > 0, gamma, 0.0)  # Gamma(0) comes back as a denormal, not 0
     return gamma / gamma.sum(-1, keepdim=True) * n
+
+
+def _posterior_rows(counts: Tensor, prior: float, num_rows: int, generator: torch.Generator) -> Tensor:
+    """Posterior draws of the cell probabilities, ``Dirichlet(counts + prior)``, scaled to ``n = counts.sum()``.
+
+    Unlike :func:`_dirichlet_rows` every cell gets the pseudo-count ``prior``, empty cells included, so a
+    cell never seen can still carry posterior mass (30 of 30 correct is not a point).
+
+    Args:
+        counts: non-negative counts of the K cells, shape ``[K]``.
+        prior: pseudo-count per cell, ``> 0``.
+        num_rows: number of draws B.
+        generator: the only source of randomness.
+
+    Returns:
+        float64 tensor ``[B, K]``, each row summing to n (up to rounding).
+    """
+    alpha = counts.double() + float(prior)
+    n = counts.double().sum()
+    gamma = torch._standard_gamma(alpha.expand(num_rows, -1).contiguous(), generator=generator)
+    total = gamma.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
+    return gamma / total * n
 
 
 def _poisson_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
@@ -476,6 +501,15 @@ class ConfusionEngine(BootstrapEngine):
     cells: list
 
     higher_is_better: ClassVar[Optional[bool]] = None
+    #: pseudo-count added to every cell by ``resampling="bayesian"`` (0: Rubin's Bayesian bootstrap, no prior).
+    #: Set by ``BootstrapMetric(prior=...)``; a plain attribute, not a state (it is configuration).
+    prior: float = 0.0
+    #: ``BootstrapMetric(method="auto")``: when :meth:`smallest_count` is below ``auto_threshold``, ``compute``
+    #: returns the posterior with pseudo-count ``auto_prior`` instead of the bootstrap (0: never).
+    auto_prior: float = 0.0
+    auto_threshold: int = 0
+    #: whether the last ``compute`` returned posterior draws (credible interval, read off percentiles)
+    posterior_used: bool = False
 
     def __init__(
         self,
@@ -484,6 +518,7 @@ class ConfusionEngine(BootstrapEngine):
         resampling: str,
         seed: int,
         need_jackknife: bool,
+        paired: bool = False,
         **kwargs: Any,
     ) -> None:
         if not self.supports(base_metric, resampling):
@@ -492,18 +527,26 @@ class ConfusionEngine(BootstrapEngine):
                 f" global averaging and top_k=1, and ``resampling`` one of {RESAMPLING_MODES},"
                 f" but received {type(base_metric).__name__} and {resampling!r}"
             )
-        super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, **kwargs)
+        super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, paired, **kwargs)
         self.task, self.kind = _SUPPORTED[type(base_metric)]
-        if self.task == "binary":
-            self.num_cells = 4
-        elif self.task == "multiclass":
-            self.num_cells = base_metric.num_classes**2
-        else:
-            self.num_cells = 4 * base_metric.num_labels
+        # the side of the (joint) confusion table: 2 (binary and multilabel, per label) or C
+        self._side = base_metric.num_classes if self.task == "multiclass" else 2
+        # model_cells: one model's cells (4, C² or 4L); num_cells: the cells that are resampled, the joint
+        # (target, pred_a, pred_b) cells when paired (8, C³ or 8L)
+        per_label = self._side ** (3 if self.paired else 2)
+        self.model_cells = self._side**2 * (base_metric.num_labels if self.task == "multilabel" else 1)
+        self.num_cells = per_label * (base_metric.num_labels if self.task == "multilabel" else 1)
+        self._cells_per_label = per_label
         if self.task == "multilabel":
             self.add_state("cells", [], dist_reduce_fx="cat")
         else:
             self.add_state("counts", torch.zeros(self.num_cells + 1, dtype=torch.long), dist_reduce_fx="sum")
+        # groups (cluster bootstrap): one id per multilabel row in ``group_ids`` (aligned with ``cells``); for
+        # binary/multiclass the per-batch (group, cell, count) triples, so memory grows with groups x cells
+        self.add_state("group_ids", [], dist_reduce_fx="cat")
+        if self.task != "multilabel":
+            self.add_state("group_cells", [], dist_reduce_fx="cat")
+            self.add_state("group_counts", [], dist_reduce_fx="cat")
 
     @classmethod
     def supports(cls, base_metric: Metric, resampling: str) -> bool:
@@ -538,6 +581,11 @@ class ConfusionEngine(BootstrapEngine):
             return False
         zero_division = getattr(base_metric, "zero_division", 0)
         return isinstance(zero_division, (int, float)) and not isinstance(zero_division, bool)
+
+    @classmethod
+    def supports_paired(cls, base_metric: Metric, resampling: str) -> bool:
+        """Whether the paired comparison of ``base_metric`` runs here (joint cells): as :meth:`supports`."""
+        return cls.supports(base_metric, resampling)
 
     # ---------------------------------------------------------------------------------------- update
     def _validate(self, preds: Tensor, target: Tensor) -> None:
@@ -599,23 +647,67 @@ class ConfusionEngine(BootstrapEngine):
             code = torch.where(target == ignore_index, 4, code)
         return code.to(torch.uint8)
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch, with exactly the arguments the wrapped metric takes.
+    def _joint_codes(self, preds_a: Tensor, preds_b: Tensor, target: Tensor) -> Tensor:
+        """Joint (target, pred_a, pred_b) cell code per unit, the ignored cell last.
+
+        Binary/multiclass: ``(target * C + pred_a) * C + pred_b`` in ``[0, C³]`` (C³ = ignored); multilabel:
+        ``4 * target + 2 * pred_a + pred_b`` per label in ``[0, 8]`` (8 = ignored).
+        """
+        code_a = self._cell_codes(preds_a, target)
+        code_b = self._cell_codes(preds_b, target)
+        if code_a.shape != code_b.shape:
+            raise ValueError(
+                "Expected `preds_a` and `preds_b` to give the same units, but received shapes "
+                f"{tuple(preds_a.shape)} and {tuple(preds_b.shape)}"
+            )
+        c = self._side
+        if self.task == "multilabel":
+            a, b = code_a.long(), code_b.long()
+            return torch.where(a == 4, 8, 2 * a + b % 2).to(torch.uint8)
+        return torch.where(code_a == c * c, c**3, code_a * c + code_b % c)
+
+    def update(self, *args: Tensor, groups: Optional[Tensor] = None, **kwargs: Tensor) -> None:
+        """Add a batch, with exactly the arguments the wrapped metric takes (``preds_a, preds_b, target`` when
+        paired), and optionally one group id per sample.
 
         Runs the wrapped metric's input validation when its ``validate_args`` is true (as the metric
         itself would; that validation syncs with the host). Otherwise binary and multiclass updates do
-        not sync with the host.
+        not sync with the host (grouped updates do: they tabulate the batch per group).
         """
-        if getattr(self.base_metric, "validate_args", False):
-            self._validate(preds, target)
-        codes = self._cell_codes(preds, target)
+        names = ("preds_a", "preds_b", "target") if self.paired else ("preds", "target")
+        bound = dict(zip(names, args))
+        if len(args) > len(names) or set(bound) & set(kwargs) or set(bound) | set(kwargs) != set(names):
+            raise TypeError(
+                f"Expected `update({', '.join(names)}[, groups=...])` but received {len(args)} positional "
+                f"argument(s) and the keyword(s) {sorted(kwargs)}"
+            )
+        bound.update(kwargs)
+        if self.paired:
+            preds_a, preds_b, target = bound["preds_a"], bound["preds_b"], bound["target"]
+            if getattr(self.base_metric, "validate_args", False):
+                self._validate(preds_a, target)
+                self._validate(preds_b, target)
+            codes = self._joint_codes(preds_a, preds_b, target)
+        else:
+            preds, target = bound["preds"], bound["target"]
+            if getattr(self.base_metric, "validate_args", False):
+                self._validate(preds, target)
+            codes = self._cell_codes(preds, target)
+        ids = None if groups is None else expand_groups(groups, target.shape[0] if target.ndim else 1, codes.shape[0])
         if self.task == "multilabel":
             self.cells.append(codes)
+            if ids is not None:
+                self.group_ids.append(ids.to(codes.device))
             return
         # out of place: under ddp_spawn the state tensor is in shared memory (see the class docstring)
         batch = torch.zeros(self.num_cells + 1, dtype=torch.long, device=codes.device)
         self.counts = self.counts + batch.scatter_add_(0, codes, torch.ones_like(codes))
         # every mode draws at compute; Poisson: the weights of a cell's m elements sum to Poisson(m)
+        if ids is not None and codes.numel() > 0:
+            pairs, pair_counts = torch.unique(torch.stack([ids.to(codes.device), codes]), dim=1, return_counts=True)
+            self.group_ids.append(pairs[0])
+            self.group_cells.append(pairs[1])
+            self.group_counts.append(pair_counts)
 
     # --------------------------------------------------------------------------------------- compute
     def _confmat_view(self, flat: Tensor) -> Tensor:
@@ -628,18 +720,40 @@ class ConfusionEngine(BootstrapEngine):
             return flat.reshape(b, c, c)
         return flat.reshape(b, self.base_metric.num_labels, 2, 2)
 
+    def _split_models(self, joint: Tensor) -> tuple[Tensor, Tensor]:
+        """Joint (target, pred_a, pred_b) cells ``[b, K']`` -> model A's and model B's cells ``[b, K]`` each."""
+        b, c = joint.shape[0], self._side
+        labels = self.base_metric.num_labels if self.task == "multilabel" else 1
+        cube = joint.reshape(b, labels, c, c, c)
+        return cube.sum(-1).reshape(b, -1), cube.sum(-2).reshape(b, -1)
+
     def metric_from_cells(self, cells: Tensor) -> Tensor:
-        """The wrapped metric on each row of ``cells`` (computed in float32, as torchmetrics does).
+        """The statistic on each row of ``cells``: the wrapped metric (computed in float32, as torchmetrics
+        does), or, when paired, both models' metric stacked on dim 1.
 
         Args:
-            cells: counts per cell, integer- or real-valued, shape ``[b, K]``.
+            cells: counts per (joint) cell, integer- or real-valued, shape ``[b, K]``.
 
         Returns:
-            ``[b, *S]``.
+            ``[b, *S]``, or ``[b, 2, *S]`` when paired.
         """
+        if self.paired:
+            cells_a, cells_b = self._split_models(cells)
+            return torch.stack([self._model_metric(cells_a), self._model_metric(cells_b)], 1)
+        return self._model_metric(cells)
+
+    def _model_metric(self, cells: Tensor) -> Tensor:
+        """The wrapped metric on each row of one model's cells ``[b, K]``."""
         return confusion_metric_from_counts(self.base_metric, self._confmat_view(cells.float()))
 
     def _value(self, full: Tensor) -> Tensor:
+        """The wrapped metric's own value on the full counts (both models stacked when paired)."""
+        if not self.paired:
+            return self._model_value(full)
+        full_a, full_b = self._split_models(full.unsqueeze(0))
+        return torch.stack([self._model_value(full_a[0]), self._model_value(full_b[0])])
+
+    def _model_value(self, full: Tensor) -> Tensor:
         """``base_metric``'s own ``compute`` on the full counts ``[K]`` (long), loaded into a copy."""
         ref = copy.copy(self.base_metric)
         cm = self._confmat_view(full.unsqueeze(0))[0]
@@ -659,14 +773,48 @@ class ConfusionEngine(BootstrapEngine):
         # the raw ``compute``, squeezed as torchmetrics' compute wrapper squeezes one-element results
         return _squeeze_if_scalar(type(ref).compute(ref))
 
+    def grouped(self) -> bool:
+        """Whether the data came with group ids (then a unit is a group: the cluster bootstrap)."""
+        ids = self.group_ids
+        return ids.numel() > 0 if isinstance(ids, Tensor) else any(t.numel() > 0 for t in ids)
+
+    def _onehot_rows(self, rows: Tensor) -> Tensor:
+        """Multilabel rows of per-label cell codes ``[m, L]`` -> per-cell counts ``[m, K]`` (ignored dropped)."""
+        cpl = self._cells_per_label
+        return torch.nn.functional.one_hot(rows.long(), cpl + 1)[..., :cpl].reshape(rows.shape[0], self.num_cells)
+
+    def _group_patterns(self) -> tuple[Tensor, Tensor]:
+        """Per-group cell counts, with the groups that share a count vector merged.
+
+        Returns:
+            ``(patterns [P, K] float64, multiplicity [P] long)``: the distinct per-group count vectors and how
+            many groups have each. Groups are keyed by their id, so a group may span batches and DDP ranks.
+        """
+        ids = dim_zero_cat(self.group_ids)
+        uniq, inverse = torch.unique(ids, return_inverse=True)
+        g = uniq.numel()
+        if self.task == "multilabel":
+            onehot = self._onehot_rows(dim_zero_cat(self.cells))
+            per_group = torch.zeros(g, self.num_cells, dtype=torch.long, device=ids.device)
+            per_group = per_group.index_add(0, inverse, onehot)
+        else:
+            cells, counts = dim_zero_cat(self.group_cells), dim_zero_cat(self.group_counts)
+            per_group = torch.zeros(g, self.num_cells + 1, dtype=torch.long, device=ids.device)
+            per_group = per_group.index_put((inverse, cells), counts, accumulate=True)
+        patterns, multiplicity = torch.unique(per_group, dim=0, return_counts=True)
+        return patterns[:, : self.num_cells].double(), multiplicity
+
     def _atoms(self) -> tuple[Tensor, Tensor, Tensor]:
-        """What is resampled: the distinct units, their counts, and the cells they fall in.
+        """What is resampled (the units): the distinct units, their counts, and the cells they fall in.
+
+        A unit is a sample (one element of the flattened input; a row for multilabel) or, with groups, a group.
+        Units with the same cell counts are interchangeable, so they are merged into one *atom* with a count.
 
         Returns:
             ``(full, atom_counts, atom_cells)``: the full counts ``[K]`` (long); the count of each atom
-            ``[M]`` (the non-empty cells, ignored cell included, or the distinct multilabel rows); and
-            for binary/multiclass the cell index of each atom ``[M]`` (K for the ignored cell), for
-            multilabel the per-label cells of each row as a float64 one-hot ``[M, K]``.
+            ``[M]`` (the non-empty cells, ignored cell included, the distinct multilabel rows, or the distinct
+            per-group count vectors); and for ungrouped binary/multiclass the cell index of each atom ``[M]``
+            (K for the ignored cell), otherwise the cell counts of each atom as a float64 ``[M, K]``.
         """
         k = self.num_cells
         if self.task == "multilabel":
@@ -677,15 +825,21 @@ class ConfusionEngine(BootstrapEngine):
                 atom_counts = torch.zeros(0, dtype=torch.long, device=device)
             else:
                 patterns, atom_counts = torch.unique(rows, dim=0, return_counts=True)
-            onehot = torch.nn.functional.one_hot(patterns.long(), 5)[..., :4].reshape(patterns.shape[0], k)
+            onehot = self._onehot_rows(patterns)
             full = (onehot * atom_counts.unsqueeze(1)).sum(0)
+            if self.grouped():
+                patterns, multiplicity = self._group_patterns()
+                return full, multiplicity, patterns
             return full, atom_counts, onehot.double()
+        if self.grouped():
+            patterns, multiplicity = self._group_patterns()
+            return self.counts[:k], multiplicity, patterns
         nz = torch.nonzero(self.counts).flatten()
         return self.counts[:k], self.counts[nz], nz
 
     def _to_cells(self, weights: Tensor, atom_cells: Tensor) -> Tensor:
         """Per-atom weights ``[b, M]`` -> per-cell counts ``[b, K]`` (the ignored cell dropped)."""
-        if self.task == "multilabel":
+        if atom_cells.ndim == 2:  # dense cell counts per atom (multilabel rows, groups)
             return weights @ atom_cells
         out = torch.zeros(weights.shape[0], self.num_cells + 1, dtype=weights.dtype, device=weights.device)
         out[:, atom_cells] = weights
@@ -709,7 +863,7 @@ class ConfusionEngine(BootstrapEngine):
         """
         num_atoms = atom_cells.shape[0]
         device = full.device
-        if self.task == "multiclass":
+        if self.task == "multiclass" and atom_cells.ndim == 1 and not self.paired:
             c = self.base_metric.num_classes
             cm = full.float().reshape(1, c, c)
             diag, rows, cols = _marginals(cm)
@@ -730,13 +884,37 @@ class ConfusionEngine(BootstrapEngine):
         outs = [torch.zeros((0,), device=device)]
         for start in range(0, num_atoms, rows_per_chunk):
             stop = min(num_atoms, start + rows_per_chunk)
-            if self.task == "multilabel":
+            if atom_cells.ndim == 2:
                 removed = atom_cells[start:stop]
             else:
                 eye = torch.eye(stop - start, dtype=torch.float64, device=device)
                 removed = self._to_cells(eye, atom_cells[start:stop])
             outs.append(self.metric_from_cells(base - removed).reshape(stop - start, -1))
         return torch.cat(outs) if num_atoms else outs[0]
+
+    def _posterior_prior(self) -> float:
+        """The pseudo-count of the posterior this compute uses, or 0 for the bootstrap.
+
+        ``resampling="bayesian"`` with a prior, or ``method="auto"`` when the metric rests on few events
+        (:meth:`smallest_count` below ``auto_threshold``). Never with groups (the units are then groups, and
+        Bayesian resampling is Rubin's Dirichlet(1, ..., 1) over them) nor for a paired comparison (joint
+        cells): those keep the bootstrap. With groups, ``method="auto"`` in the few-event regime takes the
+        posterior of the pooled table scaled to G effective observations (:meth:`_posterior_chunks`), and
+        ``resampling="bayesian"`` stays Rubin's Dirichlet(1, ..., 1) over the groups.
+        """
+        if self.paired:
+            return 0.0
+        grouped = self.grouped()
+        if self.resampling == "bayesian" and self.prior > 0 and not grouped:
+            return float(self.prior)
+        few_events = self.auto_prior > 0 and self.smallest_count() < self.auto_threshold
+        if few_events and not (grouped and self.task == "multilabel"):
+            return float(self.auto_prior)
+        return 0.0
+
+    def _cell_poisson(self) -> bool:
+        """Whether a Poisson replicate is drawn per cell (``Poisson(count)``): ungrouped binary/multiclass."""
+        return self.resampling == "poisson" and self.task != "multilabel" and not self.grouped()
 
     def _draw_chunks(self, atom_counts: Tensor) -> Iterator[Tensor]:
         """Per-atom replicate weights, ``[rows, M]`` chunks of the B replicates.
@@ -764,21 +942,119 @@ class ConfusionEngine(BootstrapEngine):
         for start in range(0, b, rows):
             yield torch.poisson(rates.expand(min(rows, b - start), k).contiguous(), generator=gen)
 
+    def _posterior_chunks(self, prior: float) -> Iterator[Tensor]:
+        """``[rows, K]`` draws of the posterior ``Dirichlet(counts + prior)`` of the cell probabilities (times n).
+
+        Binary/multiclass: one Dirichlet over the K cells (ignored elements are left out: they enter no
+        metric). With groups (``method="auto"`` with few events only) the counts are scaled to G effective
+        observations, ``counts * G / n``: a group then weighs as one observation, the conservative end of the
+        design effect (exact when the samples of a group always agree, and equal to the ungrouped posterior
+        for groups of one). Multilabel: the rows keep Rubin's ``Dirichlet(pattern counts)`` weights, and one prior
+        pseudo-row of mass ``T ~ Gamma(4·prior)`` is split per label by ``Dirichlet(prior, prior, prior,
+        prior)``; so each label's four cells are exactly ``Dirichlet(counts_l + prior)`` (against the rows
+        not ignored for that label) while the labels stay dependent as in the data.
+        """
+        b = self.num_bootstraps
+        if self.task != "multilabel":
+            counts = self.counts[: self.num_cells]
+            if self.grouped():
+                num_groups = torch.unique(dim_zero_cat(self.group_ids)).numel()
+                counts = counts.double() * (num_groups / counts.sum().clamp(min=1).double())
+            gen = self.generator(counts.device, stream=0)
+            rows = max(1, min(b, _DRAW_ELEMENTS // self.num_cells))
+            for start in range(0, b, rows):
+                yield _posterior_rows(counts, prior, min(rows, b - start), gen)
+            return
+        _, atom_counts, atom_cells = self._atoms()
+        gen = self.generator(atom_counts.device, stream=0)
+        num_labels = self.base_metric.num_labels
+        n = atom_counts.double().sum()
+        width = atom_counts.numel() + self.num_cells + 1
+        rows = max(1, min(b, _DRAW_ELEMENTS // width))
+        alpha = torch.full((num_labels, 4), float(prior), dtype=torch.float64, device=atom_counts.device)
+        tiny = torch.finfo(torch.float64).tiny
+        for start in range(0, b, rows):
+            r = min(rows, b - start)
+            observed = torch._standard_gamma(atom_counts.double().expand(r, -1).contiguous(), generator=gen)
+            total = torch._standard_gamma(
+                torch.full((r, 1), 4.0 * prior, dtype=torch.float64, device=atom_counts.device), generator=gen
+            )
+            split = torch._standard_gamma(alpha.expand(r, -1, -1).contiguous(), generator=gen)
+            split = split / split.sum(-1, keepdim=True).clamp(min=tiny)
+            cells = observed @ atom_cells + total * split.reshape(r, self.num_cells)
+            yield cells / (observed.sum(-1, keepdim=True) + total).clamp(min=tiny) * n
+
+    def posterior_output(self, prior: float) -> EngineOutput:
+        """The value and ``B`` draws of the metric under the posterior ``Dirichlet(counts + prior)``.
+
+        Used by ``resampling="bayesian"`` with a prior, and by ``BootstrapMetric(method="auto")`` in the
+        small-count regime (:meth:`smallest_count`). Draws come from stream 0 of the seed, so the result is a
+        function of the synced counts, the prior and the seed alone.
+
+        Args:
+            prior: pseudo-count per cell, ``> 0``.
+
+        Returns:
+            :class:`EngineOutput` without a jackknife (a credible interval is read off the quantiles).
+        """
+        full = self._atoms()[0]
+        value = self._value(full)
+        if int(full.sum()) == 0:
+            return EngineOutput(value=value, replicates=torch.zeros((0, *value.shape), device=full.device))
+        replicates = torch.cat([self._chunked_metric(w, None) for w in self._posterior_chunks(prior)])
+        return EngineOutput(value=value, replicates=replicates.reshape(self.num_bootstraps, *value.shape))
+
+    @property
+    def cells_per_table(self) -> int:
+        """Cells of one confusion table: 4 (binary; multilabel, per label) or C² (multiclass)."""
+        return self.base_metric.num_classes**2 if self.task == "multiclass" else 4
+
+    def smallest_count(self) -> int:
+        """The regime statistic of ``method="auto"``: the smallest per-class count the metric rests on.
+
+        For each class that occurs (as target or prediction) of the C x C table (binary: C = 2; multilabel:
+        each label's 2 x 2 table), its true positives, false negatives and false positives; the minimum
+        over them. For a binary table with both classes present this is the smallest of the four cells.
+        A small value means a metric that rests on a handful of events, where the multinomial bootstrap
+        cannot see errors the data do not contain (30 of 30 correct gives every replicate 30 of 30).
+
+        Returns:
+            The smallest such count (0 when nothing was counted).
+        """
+        full = self._atoms()[0]
+        if int(full.sum()) == 0:
+            return 0
+        if self.task == "multilabel":
+            cm = full.reshape(self.base_metric.num_labels, 2, 2)
+        else:
+            c = 2 if self.task == "binary" else self.base_metric.num_classes
+            cm = full.reshape(1, c, c)
+        diag, rows, cols = _marginals(cm)
+        per_class = torch.stack([diag, rows - diag, cols - diag], -1)  # tp, fn, fp: [tables, C, 3]
+        present = (rows + cols) > 0
+        return int(per_class[present].min()) if bool(present.any()) else 0
+
     def replicate_cells(self) -> Tensor:
         """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
-        if self.resampling == "poisson" and self.task != "multilabel":
+        if self._posterior_prior() > 0:
+            return torch.cat(list(self._posterior_chunks(self._posterior_prior())))
+        if self._cell_poisson():
             return torch.cat(list(self._poisson_chunks()))
         _, atom_counts, atom_cells = self._atoms()
         return torch.cat([self._to_cells(w, atom_cells) for w in self._draw_chunks(atom_counts)])
 
     def compute(self) -> EngineOutput:
         """Value on all data, B replicates and (when asked) the weighted distinct jackknife values."""
+        self.posterior_used = False
         atoms = self._atoms()
         full = atoms[0]
         value = self._value(full)
         if int(full.sum()) == 0:  # nothing counted (no update, empty batches, all ignored): no replicates
             return EngineOutput(value=value, replicates=torch.zeros((0, *value.shape), device=full.device))
-        if self.resampling == "poisson" and self.task != "multilabel":
+        if self._posterior_prior() > 0:  # the posterior: percentile only, no jackknife
+            self.posterior_used = True
+            return self.posterior_output(self._posterior_prior())
+        if self._cell_poisson():
             replicates = torch.cat([self._chunked_metric(w, None) for w in self._poisson_chunks()])
         else:
             replicates = torch.cat([self._chunked_metric(w, atoms[2]) for w in self._draw_chunks(atoms[1])])

@@ -22,7 +22,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from lightning_ci.bootstrap._engine import BootstrapEngine, EngineOutput
+from lightning_ci.bootstrap._engine import BootstrapEngine, EngineOutput, expand_groups
 from lightning_ci.intervals import _rank_zero_warn
 
 __all__ = ["GenericEngine"]
@@ -137,9 +137,12 @@ class GenericEngine(BootstrapEngine):
         resampling: str,
         seed: int,
         need_jackknife: bool,
+        paired: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, **kwargs)
+        super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, paired, **kwargs)
+        # group ids (cluster bootstrap), one per stored sample, aligned with the stored inputs
+        self.add_state("_groups", default=[], dist_reduce_fx="cat")
         self._weight_arg = _weight_argument(base_metric)
         self._weight_pos = _weight_position(base_metric, self._weight_arg)
         if resampling == "bayesian" and self._weight_arg is None:
@@ -215,8 +218,10 @@ class GenericEngine(BootstrapEngine):
                 )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
+    def update(self, *args: Any, groups: Optional[Tensor] = None, **kwargs: Any) -> None:
         """Store the tensor inputs (samples along dim 0) and update the point-estimate copy.
+
+        ``groups`` (one integer id per sample) makes the groups the resampled units.
 
         An empty batch (no samples) is skipped, as the fast engines skip it: torchmetrics' own ``update``
         rejects one for many metrics (``MulticlassAccuracy(top_k=2)``, ``PearsonCorrCoef``).
@@ -229,9 +234,12 @@ class GenericEngine(BootstrapEngine):
                 "BootstrapMetric (generic path) needs at least one tensor input and the same number of samples "
                 f"(dim 0) in every tensor input, but received sizes {sorted(sizes)}."
             )
+        ids = None if groups is None else expand_groups(groups, next(iter(sizes)), next(iter(sizes)))
         self._register(args, kwargs)
         if sizes == {0}:  # an empty batch adds no sample (many torchmetrics metrics cannot format one)
             return
+        if ids is not None:
+            self._groups.append(ids)
         for i, a in enumerate(args):
             if isinstance(a, Tensor):
                 getattr(self, f"_arg_{i}").append(a.detach())
@@ -283,7 +291,9 @@ class GenericEngine(BootstrapEngine):
 
     def _has_samples(self) -> bool:
         """Whether any sample was stored (a tensor state of the first tensor argument is non-empty)."""
-        name = next(n for n in self._defaults if n.startswith(("_arg_", "_kw_")))
+        name = next((n for n in self._defaults if n.startswith(("_arg_", "_kw_"))), None)
+        if name is None:
+            return False
         value = getattr(self, name)
         return value.numel() > 0 if isinstance(value, Tensor) else any(v.numel() > 0 for v in value)
 
@@ -338,10 +348,14 @@ class GenericEngine(BootstrapEngine):
             return self._empty_output()
         tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
         device = tensors[0].device
+        ids = dim_zero_cat(self._groups).to(device) if len(self._groups) else None
         # content-defined order: the replicates do not depend on how the samples arrived (batches, DDP ranks)
-        order = canonical_order(tensors, n)
+        order = canonical_order(tensors if ids is None else [ids, *tensors], n)
         args = [a[order] if isinstance(a, Tensor) else a for a in args]
         kwargs = {k: v[order] if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+        # the units: samples, or groups (``unit[i]`` is the group of sample i, groups in sorted-id order)
+        unit = torch.arange(n, device=device) if ids is None else torch.unique(ids[order], return_inverse=True)[1]
+        num_units = n if ids is None else int(unit.max()) + 1
         shape = value.shape
         work = _no_sync(deepcopy(self.base_metric))
         gen = self.generator(device, stream=0)
@@ -355,15 +369,20 @@ class GenericEngine(BootstrapEngine):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # undefined replicates are reported by the interval code
             for _ in range(self.num_bootstraps):
-                if self.resampling == "multinomial":
+                if self.resampling == "multinomial" and ids is None:
                     idx = torch.randint(n, (n,), generator=gen, device=device)
                     replicates.append(self._evaluate(work, args, kwargs, idx, shape))
-                elif self.resampling == "poisson":
-                    counts = torch.poisson(torch.ones(n, device=device), generator=gen).long()
+                elif self.resampling in ("multinomial", "poisson"):
+                    if self.resampling == "multinomial":  # G groups drawn with replacement
+                        draw = torch.randint(num_units, (num_units,), generator=gen, device=device)
+                        counts = torch.bincount(draw, minlength=num_units)
+                    else:
+                        counts = torch.poisson(torch.ones(num_units, device=device), generator=gen).long()
+                    counts = counts[unit]  # every sample of a group comes with it
                     idx = torch.repeat_interleave(torch.arange(n, device=device), counts, output_size=int(counts.sum()))
                     replicates.append(self._evaluate(work, args, kwargs, idx, shape))
-                else:  # bayesian: Dirichlet(1, ..., 1) weights, scaled to sum to n
-                    w = torch.empty(n, device=device, dtype=torch.float64).exponential_(generator=gen)
+                else:  # bayesian: Dirichlet(1, ..., 1) weights over the units, scaled to sum to n
+                    w = torch.empty(num_units, device=device, dtype=torch.float64).exponential_(generator=gen)[unit]
                     w = (w * (n / w.sum())).to(torch.get_default_dtype())
                     b_args, b_kwargs = self._bayesian_arguments(args, kwargs, w, n)
                     replicates.append(self._evaluate(work, b_args, b_kwargs, None, shape))
@@ -371,14 +390,12 @@ class GenericEngine(BootstrapEngine):
 
             jackknife = None
             if self.need_jackknife:
-                if n < 2:
+                if num_units < 2:
                     jackknife = torch.full((1, *value.shape), float("nan"), device=device)
-                else:
-                    keep = torch.ones(n, dtype=torch.bool, device=device)
-                    rows = []
-                    for i in range(n):
-                        keep[i] = False
-                        rows.append(self._evaluate(work, args, kwargs, keep.nonzero().squeeze(1), shape))
-                        keep[i] = True
+                else:  # leave one unit (sample or group) out
+                    rows = [
+                        self._evaluate(work, args, kwargs, (unit != i).nonzero().squeeze(1), shape)
+                        for i in range(num_units)
+                    ]
                     jackknife = torch.stack([r.to(device).reshape(value.shape) for r in rows])
         return EngineOutput(value=value, replicates=reps, jackknife=jackknife, jackknife_weights=None)

@@ -83,7 +83,7 @@ from torchmetrics.functional.classification.precision_recall_curve import (
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.prints import rank_zero_warn
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput
+from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput, expand_groups
 
 _SUPPORTED = (BinaryAUROC, BinaryAveragePrecision, MulticlassAUROC, MulticlassAveragePrecision)
 _AVERAGES = ("macro", "weighted", "none", None)
@@ -367,9 +367,10 @@ class RankingEngine(BootstrapEngine):
         resampling: str,
         seed: int,
         need_jackknife: bool,
+        paired: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, **kwargs)
+        super().__init__(base_metric, num_bootstraps, resampling, seed, need_jackknife, paired, **kwargs)
         if not self.supports(base_metric, resampling):
             raise ValueError(
                 f"Expected argument `base_metric` to be one of {[c.__name__ for c in _SUPPORTED]} without"
@@ -396,6 +397,14 @@ class RankingEngine(BootstrapEngine):
         if self._keep_samples:
             self.add_state("preds", default=[], dist_reduce_fx="cat")
             self.add_state("target", default=[], dist_reduce_fx="cat")
+        if self.paired:  # model B's scores, aligned with ``preds`` (model A's)
+            self.add_state("preds_b", default=[], dist_reduce_fx="cat")
+        # groups (cluster bootstrap): one id per kept sample, aligned with ``preds``; for binary binned metrics
+        # (no samples kept) the per-batch (group, histogram cell, count) triples
+        self.add_state("group_ids", default=[], dist_reduce_fx="cat")
+        if not self._keep_samples:
+            self.add_state("group_cells", default=[], dist_reduce_fx="cat")
+            self.add_state("group_counts", default=[], dist_reduce_fx="cat")
 
     @classmethod
     def supports(cls, base_metric: Metric, resampling: str) -> bool:
@@ -423,6 +432,11 @@ class RankingEngine(BootstrapEngine):
             return False
         ignore = base_metric.ignore_index
         return ignore is None or isinstance(ignore, int)
+
+    @classmethod
+    def supports_paired(cls, base_metric: Metric, resampling: str) -> bool:
+        """Whether the paired comparison of ``base_metric`` runs here: exact thresholds (``thresholds=None``)."""
+        return cls.supports(base_metric, resampling) and base_metric.thresholds is None
 
     # --------------------------------------------------------------------------------------------------------
     # update
@@ -517,18 +531,48 @@ class RankingEngine(BootstrapEngine):
             return classes * 2 * k + labels * k + self._bins(preds)
         return ((target == 1).long() * k + self._bins(preds))[:, None]
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch, formatted as the wrapped metric would (no host synchronisation).
+    def update(self, *args: Tensor, groups: Optional[Tensor] = None, **kwargs: Tensor) -> None:
+        """Add a batch, formatted as the wrapped metric would (no host synchronisation without ``groups``).
 
         Args:
-            preds: scores, ``(N, ...)`` for binary or ``(N, C, ...)`` for multiclass (probabilities or logits).
-            target: integer labels, ``(N, ...)``.
+            args: ``preds, target`` (or ``preds_a, preds_b, target`` when paired): scores, ``(N, ...)`` for binary
+                or ``(N, C, ...)`` for multiclass (probabilities or logits), and integer labels ``(N, ...)``.
+            groups: optional group ids, one per sample.
+            kwargs: the same arguments by name.
         """
+        names = ("preds_a", "preds_b", "target") if self.paired else ("preds", "target")
+        bound = dict(zip(names, args))
+        if len(args) > len(names) or set(bound) & set(kwargs) or set(bound) | set(kwargs) != set(names):
+            raise TypeError(
+                f"Expected `update({', '.join(names)}[, groups=...])` but received {len(args)} positional "
+                f"argument(s) and the keyword(s) {sorted(kwargs)}"
+            )
+        bound.update(kwargs)
+        preds, target = bound["preds_a" if self.paired else "preds"], bound["target"]
         self._validate(preds, target)
+        if self.paired:
+            self._validate(bound["preds_b"], target)
+        ids = None
+        if groups is not None:
+            ids = expand_groups(groups, target.shape[0] if target.ndim else 1, target.numel())
+            if self._ignore_index is not None and preds.device.type == "cpu":  # as ``_format`` drops them
+                flat = (target.long() if target.is_floating_point() else target).reshape(-1)
+                ids = ids[flat != self._ignore_index]
+        raw_target = target
         preds, target, valid = self._format(preds, target)
+        if self.paired:
+            preds_b = self._format(bound["preds_b"], raw_target)[0]
+            if preds_b.shape != preds.shape:
+                raise ValueError(
+                    "Expected `preds_a` and `preds_b` of the same shape, but received "
+                    f"{tuple(bound['preds_a'].shape)} and {tuple(bound['preds_b'].shape)}"
+                )
+            self.preds_b.append(preds_b)
         if self._keep_samples:  # ignored samples keep their target (== ignore_index) and are dropped at compute
             self.preds.append(preds)
             self.target.append(target)
+            if ids is not None:
+                self.group_ids.append(ids.to(target.device))
         if not self._binned:
             return
         if self._multiclass and (preds.device.type == "cpu" or getattr(self.base_metric, "validate_args", False)):
@@ -540,6 +584,14 @@ class RankingEngine(BootstrapEngine):
             if bool((kept >= self._num_classes).any()):
                 raise RuntimeError("Class values must be smaller than num_classes.")
         cells = self._cells(preds, target)  # [m, C']
+        if ids is not None and not self._keep_samples and cells.numel() > 0:  # binary: (group, cell) counts
+            kept = valid.to(cells.device)
+            pairs, counts = torch.unique(
+                torch.stack([ids.to(cells.device)[kept], cells[kept, 0]]), dim=1, return_counts=True
+            )
+            self.group_ids.append(pairs[0])
+            self.group_cells.append(pairs[1])
+            self.group_counts.append(counts)
         w_valid = valid.long()[:, None].expand_as(cells)
         batch = torch.zeros(self.hist.numel(), dtype=self.hist.dtype, device=self.hist.device)
         batch.scatter_add_(0, cells.reshape(-1), w_valid.reshape(-1))
@@ -551,19 +603,41 @@ class RankingEngine(BootstrapEngine):
     # compute
     # --------------------------------------------------------------------------------------------------------
 
+    def grouped(self) -> bool:
+        """Whether the data came with group ids (then a unit is a group: the cluster bootstrap)."""
+        ids = self.group_ids
+        return ids.numel() > 0 if isinstance(ids, Tensor) else any(t.numel() > 0 for t in ids)
+
     def _samples(self) -> tuple[Tensor, Tensor]:
-        """The kept samples without ignored ones, in canonical order (sorted by target, then scores)."""
+        """The kept samples without ignored ones, in canonical order: ``(preds, target)``."""
+        return self._samples_units()[:2]  # type: ignore[return-value]
+
+    def _samples_units(self) -> tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+        """The kept samples without ignored ones, in canonical order (sorted by target, then scores).
+
+        Returns:
+            ``(preds, target, unit, preds_b)``: ``unit[i]`` is the index of sample i's group among the sorted
+            distinct ids (None without groups); ``preds_b`` is model B's scores when paired (else None).
+        """
         preds = dim_zero_cat(self.preds)
         target = dim_zero_cat(self.target)
+        preds_b = dim_zero_cat(self.preds_b) if self.paired else None
+        ids = dim_zero_cat(self.group_ids) if self.grouped() else None
         if self._ignore_index is not None:
             keep = target != self._ignore_index
             preds, target = preds[keep], target[keep]
-        if self._multiclass:
+            preds_b = None if preds_b is None else preds_b[keep]
+            ids = None if ids is None else ids[keep.to(ids.device)]
+        if self.paired:
+            cols = (lambda p: [p[:, c] for c in range(self._num_classes)]) if self._multiclass else (lambda p: [p])
+            order = _lexsort([target, *cols(preds), *cols(preds_b)])
+        elif self._multiclass:
             order = _lexsort([target] + [preds[:, c] for c in range(self._num_classes)])
         else:  # (score descending, target ascending): the score-sorted order with ties grouped
             order = torch.sort(target, stable=True).indices
             order = order[torch.sort(preds[order], descending=True, stable=True).indices]
-        return preds[order], target[order]
+        unit = None if ids is None else torch.unique(ids.to(order.device)[order], return_inverse=True)[1]
+        return preds[order], target[order], unit, None if preds_b is None else preds_b[order]
 
     def _reduce(
         self, vals: Tensor, undefined: Tensor, supports: Tensor, full: Optional[tuple[Tensor, Tensor]]
@@ -631,6 +705,8 @@ class RankingEngine(BootstrapEngine):
         except (ValueError, IndexError, RuntimeError):  # exact thresholds: "No samples to concatenate"
             shape = (self._num_classes,) if self._average == "none" else ()
             value = torch.full(shape, float("nan"), device=self.device)
+        if self.paired:
+            value = torch.stack([value, value.clone()])
         return EngineOutput(value=value, replicates=value.new_zeros((0, *value.shape)))
 
     # -- binned histogram path (binary binned, any mode) -------------------------------------------------------
@@ -645,7 +721,19 @@ class RankingEngine(BootstrapEngine):
         vals, undef = kernel(hist.reshape(r * c, 2, -1), kt)
         return vals.view(r, c), undef.view(r, c), hist[:, :, 1].sum(-1)
 
+    def _group_patterns(self) -> tuple[Tensor, Tensor]:
+        """Binary binned with groups: the distinct per-group histograms ``[P, 2K]`` and their multiplicities."""
+        ids = dim_zero_cat(self.group_ids)
+        uniq, inverse = torch.unique(ids, return_inverse=True)
+        cells, counts = dim_zero_cat(self.group_cells), dim_zero_cat(self.group_counts)
+        per_group = torch.zeros(uniq.numel(), self.hist.numel(), dtype=torch.long, device=ids.device)
+        per_group = per_group.index_put((inverse, cells), counts, accumulate=True)
+        patterns, multiplicity = torch.unique(per_group, dim=0, return_counts=True)
+        return patterns.to(_KERNEL_DTYPE), multiplicity
+
     def _compute_binned_hist(self) -> EngineOutput:
+        if self.grouped():
+            return self._compute_binned_groups()
         hist = self.hist.to(_KERNEL_DTYPE)
         vals, undef, sup = self._per_class_binned(hist[None])
         full = (vals[0], undef[0])
@@ -667,6 +755,28 @@ class RankingEngine(BootstrapEngine):
             jack = self._reduce(loo_v[cells][:, None], loo_u[cells][:, None], None, full)
             out.jackknife = jack.float()
             out.jackknife_weights = counts[cells].float()
+        return out
+
+    def _compute_binned_groups(self) -> EngineOutput:
+        """Binary binned with groups: a replicate reweights the distinct per-group histograms (patterns)."""
+        hist = self.hist.to(_KERNEL_DTYPE)
+        vals, undef, sup = self._per_class_binned(hist[None])
+        full = (vals[0], undef[0])
+        value = self._reduce(vals, undef, sup, None)[0]
+        patterns, multiplicity = self._group_patterns()
+        b = self.num_bootstraps
+        gen = self.generator(hist.device)
+        weights = _cell_weights(self.resampling, b, multiplicity, gen)  # [B, P]: groups aggregate per pattern
+        reps = []
+        step = max(1, _CHUNK_ELEMENTS // max(1, patterns.numel()))
+        for s in range(0, b, step):
+            whist = (weights[s : s + step] @ patterns).view(-1, *self.hist.shape)
+            reps.append(self._reduce(*self._per_class_binned(whist), full))
+        out = EngineOutput(value=value.float(), replicates=torch.cat(reps).float())
+        if self.need_jackknife:  # leave one group out: one value per pattern, weighted by its multiplicity
+            loo = (hist.reshape(1, -1) - patterns).view(-1, *self.hist.shape)
+            out.jackknife = self._reduce(*self._per_class_binned(loo), full).float()
+            out.jackknife_weights = multiplicity.float()
         return out
 
     def _binned_loo_table(self, hist_c: Tensor) -> tuple[Tensor, Tensor]:
@@ -692,11 +802,11 @@ class RankingEngine(BootstrapEngine):
     def _compute_samples(self) -> EngineOutput:
         if len(self.target) == 0:
             return self._empty_output()
-        preds, target = self._samples()
+        preds, target, unit, preds_b = self._samples_units()
         n, c = target.shape[0], self._num_classes
         if n == 0:
             return self._empty_output()
-        if not self._binned and bool(torch.isnan(preds).any()):
+        if not self._binned and any(bool(torch.isnan(p).any()) for p in (preds, preds_b) if p is not None):
             rank_zero_warn(
                 "BootstrapMetric: some scores are NaN. They rank above every other score, as in torchmetrics' "
                 "exact curves, and tie with each other here; torchmetrics takes NaN scores as distinct thresholds "
@@ -704,25 +814,68 @@ class RankingEngine(BootstrapEngine):
                 UserWarning,
             )
         device = target.device
-        if self._multiclass:
-            labels = target[:, None] == torch.arange(c, device=device)
-            scores = preds
-        else:
-            labels = (target == 1)[:, None]
-            scores = preds[:, None]
+        labels = target[:, None] == torch.arange(c, device=device) if self._multiclass else (target == 1)[:, None]
+
+        def as_scores(p: Tensor) -> Tensor:
+            return p if self._multiclass else p[:, None]
+
         all_zero = bool((target == 0).all())
 
         if self._binned:
-            return self._compute_samples_binned(scores, target, labels)
+            return self._compute_samples_binned(as_scores(preds), target, labels, unit)
 
-        # per class: permutation to (score descending, negatives first), tie-group ends and end index
+        # the statistic of one model: per class, the permutation to (score descending, negatives first), the
+        # tie-group ends and end index; binary unpaired samples are already in that order
+        presorted = not self._multiclass and not self.paired
+        models = [self._exact_prep(as_scores(preds), labels, presorted)]
+        if preds_b is not None:
+            models.append(self._exact_prep(as_scores(preds_b), labels, False))
+
+        def statistic(draw: _Draw, full: Optional[list[tuple[Tensor, Tensor]]]) -> Tensor:
+            outs = []
+            for k, prep in enumerate(models):
+                v, u, s = self._exact_per_class(prep, labels, draw, all_zero)
+                outs.append(self._reduce(v, u, s, None if full is None else full[k]))
+            return outs[0] if len(outs) == 1 else torch.stack(outs, 1)
+
+        fulls = []
+        values = []
+        for prep in models:
+            fv, fu, fs = self._exact_per_class(
+                prep, labels, _Draw(weights=torch.ones((1, n), dtype=_KERNEL_DTYPE, device=device)), all_zero
+            )
+            values.append(self._reduce(fv, fu, fs, None)[0])
+            fulls.append((fv[0], fu[0]))
+        value = values[0] if len(values) == 1 else torch.stack(values)
+        reps = self._replicates(n, lambda w: statistic(w, fulls), device, unit)
+        out = EngineOutput(value=value.float(), replicates=reps.float())
+        if self.need_jackknife:
+            if unit is not None:
+                out.jackknife = self._group_jackknife(n, unit, lambda w: statistic(w, fulls), device).float()
+            else:
+                jacks = [
+                    self._exact_jackknife(p["perms"], p["ends"], p["ys"], labels, f, all_zero, per_sample=self.paired)
+                    for p, f in zip(models, fulls)
+                ]
+                if len(jacks) == 1:
+                    out.jackknife, out.jackknife_weights = jacks[0]
+                else:  # per sample, both models: [n, 2, *S]
+                    out.jackknife = torch.stack([jacks[0][0], jacks[1][0]], 1)
+        return out
+
+    def _exact_prep(self, scores: Tensor, labels: Tensor, presorted: bool) -> dict[str, Any]:
+        """What one model's exact-curve statistic needs: per class the permutation from the canonical order to
+        (score descending, negatives first), the tie-group ends, the end index and the labels in that order, and
+        the (tie group, label) cell of every sample when ties are heavy."""
+        n, c = labels.shape
+        device = labels.device
         perms: list[Optional[Tensor]] = []
         ends: list[Tensor] = []
         end_idx: list[Optional[Tensor]] = []
         ys: list[Tensor] = []
         for j in range(c):
-            perm: Optional[Tensor] = None  # binary: the canonical order is already this order
-            if self._multiclass:
+            perm: Optional[Tensor] = None  # binary unpaired: the canonical order is already this order
+            if not presorted:
                 perm = torch.sort(labels[:, j].to(torch.uint8), stable=True).indices
                 perm = perm[torch.sort(scores[perm, j], descending=True, stable=True).indices]
             s_sorted = scores[:, j] if perm is None else scores[perm, j]
@@ -731,9 +884,6 @@ class RankingEngine(BootstrapEngine):
             ends.append(e)
             end_idx.append(None if e.numel() == n else e[_group_ids(e, n)])
             ys.append((labels[:, j] if perm is None else labels[perm, j]).to(torch.float32))
-
-        kernel = _sample_auroc if self._is_auroc else _sample_ap
-        group_kernel = _group_auroc if self._is_auroc else _group_ap
         # with many ties (G << n) accumulate the weights per (tie group, label) cell and work on [R, G]
         cell_of: list[Optional[Tensor]] = []
         for j in range(c):
@@ -743,56 +893,82 @@ class RankingEngine(BootstrapEngine):
             group = torch.empty(n, dtype=torch.long, device=device)
             group[perms[j] if perms[j] is not None else slice(None)] = _group_ids(ends[j], n)
             cell_of.append(2 * group + labels[:, j].long())
+        return {"perms": perms, "ends": ends, "end_idx": end_idx, "ys": ys, "cell_of": cell_of}
 
-        def per_class(draw: _Draw) -> tuple[Tensor, Tensor, Tensor]:
-            vs, us, ss = [], [], []
-            for j in range(c):
-                if cell_of[j] is not None:
-                    g = ends[j].numel()
-                    if draw.idx is not None:  # multinomial: count the drawn samples' cells directly
-                        h = torch.zeros((draw.rows, 2 * g), dtype=torch.float32, device=device)
-                        h.scatter_add_(1, cell_of[j][draw.idx], draw._ones[: draw.rows])
-                    else:
-                        w = draw.weights()
-                        h = torch.zeros((draw.rows, 2 * g), dtype=w.dtype, device=device)
-                        h.scatter_add_(1, cell_of[j].expand_as(w), w)
-                    h = h.to(_KERNEL_DTYPE).view(draw.rows, g, 2).cumsum(1)
-                    v, u = group_kernel(h[..., 1], h[..., 0])
-                    support = h[:, -1, 1]
+    def _exact_per_class(
+        self, prep: dict[str, Any], labels: Tensor, draw: _Draw, all_zero: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-class values, undefined flags and supports ``[rows, C']`` of one model under the weights ``draw``."""
+        kernel = _sample_auroc if self._is_auroc else _sample_ap
+        group_kernel = _group_auroc if self._is_auroc else _group_ap
+        perms, ends, end_idx, ys, cell_of = prep["perms"], prep["ends"], prep["end_idx"], prep["ys"], prep["cell_of"]
+        device = labels.device
+        vs, us, ss = [], [], []
+        for j in range(labels.shape[1]):
+            if cell_of[j] is not None:
+                g = ends[j].numel()
+                if draw.idx is not None:  # multinomial: count the drawn samples' cells directly
+                    h = torch.zeros((draw.rows, 2 * g), dtype=torch.float32, device=device)
+                    h.scatter_add_(1, cell_of[j][draw.idx], draw._ones[: draw.rows])
                 else:
                     w = draw.weights()
-                    wj = w if perms[j] is None else w[:, perms[j]]
-                    y = ys[j].to(w.dtype)
-                    v, u = kernel(wj, y, end_idx[j])
-                    support = _rowdot(wj, y.expand_as(wj)) if self._average == "weighted" else v
-                if not self._is_auroc:
-                    v = self._fill_exact_ap(v, u, all_zero)
-                vs.append(v.to(_KERNEL_DTYPE))
-                us.append(u)
-                ss.append(support.to(_KERNEL_DTYPE))
-            return torch.stack(vs, 1), torch.stack(us, 1), torch.stack(ss, 1)
+                    h = torch.zeros((draw.rows, 2 * g), dtype=w.dtype, device=device)
+                    h.scatter_add_(1, cell_of[j].expand_as(w), w)
+                h = h.to(_KERNEL_DTYPE).view(draw.rows, g, 2).cumsum(1)
+                v, u = group_kernel(h[..., 1], h[..., 0])
+                support = h[:, -1, 1]
+            else:
+                w = draw.weights()
+                wj = w if perms[j] is None else w[:, perms[j]]
+                y = ys[j].to(w.dtype)
+                v, u = kernel(wj, y, end_idx[j])
+                support = _rowdot(wj, y.expand_as(wj)) if self._average == "weighted" else v
+            if not self._is_auroc:
+                v = self._fill_exact_ap(v, u, all_zero)
+            vs.append(v.to(_KERNEL_DTYPE))
+            us.append(u)
+            ss.append(support.to(_KERNEL_DTYPE))
+        return torch.stack(vs, 1), torch.stack(us, 1), torch.stack(ss, 1)
 
-        fv, fu, fs = per_class(_Draw(weights=torch.ones((1, n), dtype=_KERNEL_DTYPE, device=device)))
-        value = self._reduce(fv, fu, fs, None)[0]
-        full = (fv[0], fu[0])
-        reps = self._replicates(n, lambda w: self._reduce(*per_class(w), full), device)
-        out = EngineOutput(value=value.float(), replicates=reps.float())
-        if self.need_jackknife:
-            out.jackknife, out.jackknife_weights = self._exact_jackknife(perms, ends, ys, labels, full, all_zero)
-        return out
+    def _replicates(
+        self, n: int, fn: Callable[[_Draw], Tensor], device: torch.device, unit: Optional[Tensor] = None
+    ) -> Tensor:
+        """Run ``fn`` on chunks of ``[rows, n]`` sample weights and concatenate the ``[rows, *S]`` results.
 
-    def _replicates(self, n: int, fn: Callable[[_Draw], Tensor], device: torch.device) -> Tensor:
-        """Run ``fn`` on chunks of ``[rows, n]`` sample weights and concatenate the ``[rows, *S]`` results."""
+        With groups (``unit[i]`` the group of sample i), the weights are drawn per group (G multinomial draws of
+        a group, or one Poisson(1) / Exp(1) weight per group) and every sample takes its group's weight.
+        """
         gen = self.generator(device)
         step = min(self.num_bootstraps, max(1, _CHUNK_ELEMENTS // max(1, n * self._num_classes)))
-        work = _Workspace(step, n, device)
         reps = []
+        if unit is None:
+            work = _Workspace(step, n, device)
+            for s in range(0, self.num_bootstraps, step):
+                rows = min(step, self.num_bootstraps - s)
+                reps.append(fn(work.draw(self.resampling, rows, gen)))
+            return torch.cat(reps)
+        num_groups = int(unit.max()) + 1
+        work = _Workspace(step, num_groups, device)
         for s in range(0, self.num_bootstraps, step):
             rows = min(step, self.num_bootstraps - s)
-            reps.append(fn(work.draw(self.resampling, rows, gen)))
+            group_weights = work.draw(self.resampling, rows, gen).weights()  # [rows, G]
+            reps.append(fn(_Draw(weights=group_weights[:, unit])))
         return torch.cat(reps)
 
-    def _compute_samples_binned(self, scores: Tensor, target: Tensor, labels: Tensor) -> EngineOutput:
+    def _group_jackknife(self, n: int, unit: Tensor, fn: Callable[[_Draw], Tensor], device: torch.device) -> Tensor:
+        """Leave-one-group-out values ``[G, *S]``: ``fn`` with the weights of one group set to 0, in chunks."""
+        num_groups = int(unit.max()) + 1
+        step = max(1, _CHUNK_ELEMENTS // max(1, n * self._num_classes))
+        outs = []
+        for s in range(0, num_groups, step):
+            gs = torch.arange(s, min(num_groups, s + step), device=device)
+            weights = (unit[None, :] != gs[:, None]).to(torch.float32)
+            outs.append(fn(_Draw(weights=weights)))
+        return torch.cat(outs)
+
+    def _compute_samples_binned(
+        self, scores: Tensor, target: Tensor, labels: Tensor, unit: Optional[Tensor] = None
+    ) -> EngineOutput:
         """Multiclass binned, multinomial/bayesian (and poisson with jackknife): weights over samples."""
         n, c = labels.shape
         device = labels.device
@@ -811,9 +987,11 @@ class RankingEngine(BootstrapEngine):
             h.scatter_add_(1, cells.reshape(1, -1).expand(rows, -1), src)
             return self._reduce(*self._per_class_binned(h.view(rows, c, 2, k).to(_KERNEL_DTYPE)), full)
 
-        reps = self._replicates(n, fn, device)
+        reps = self._replicates(n, fn, device, unit)
         out = EngineOutput(value=value.float(), replicates=reps.float())
-        if self.need_jackknife:
+        if self.need_jackknife and unit is not None:
+            out.jackknife = self._group_jackknife(n, unit, fn, device).float()
+        elif self.need_jackknife:
             tab_v, tab_u = zip(*[self._binned_loo_table(hist[j]) for j in range(c)])
             local = cells - (torch.arange(c, device=device) * 2 * k)  # [n, C] index into the class's table
             loo_v = torch.stack([tab_v[j][local[:, j]] for j in range(c)], 1)
@@ -830,10 +1008,12 @@ class RankingEngine(BootstrapEngine):
         labels: Tensor,
         full: tuple[Tensor, Tensor],
         all_zero: bool,
+        per_sample: bool = False,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """Exact leave-one-out values from closed forms over tie groups, O(n) after the sort.
 
-        Binary: one value per (tie group, label) with its multiplicity. Multiclass: one value per sample.
+        Binary: one value per (tie group, label) with its multiplicity. Multiclass (and binary with
+        ``per_sample``, as a paired comparison needs): one value per sample, in the canonical order.
         """
         n, c = labels.shape
         loo_v, loo_u = [], []
@@ -872,7 +1052,7 @@ class RankingEngine(BootstrapEngine):
             tab_u = torch.stack([u_neg, u_pos], 1)
             if not self._is_auroc:
                 tab_v = self._fill_exact_ap(tab_v, tab_u, all_zero)
-            if not self._multiclass:
+            if not self._multiclass and not per_sample:
                 mult = torch.stack([ng, pg], 1).reshape(-1)
                 keep = mult > 0
                 vals = tab_v.reshape(-1)[keep][:, None]
@@ -882,7 +1062,7 @@ class RankingEngine(BootstrapEngine):
             # multiclass: the group of every sample in class j's order, mapped back to canonical order
             group_sorted = _group_ids(ends[j], n)
             group = torch.empty_like(group_sorted)
-            group[perms[j]] = group_sorted
+            group[perms[j] if perms[j] is not None else slice(None)] = group_sorted
             lab = labels[:, j].long()
             loo_v.append(tab_v[group, lab])
             loo_u.append(tab_u[group, lab])

@@ -45,6 +45,14 @@ __all__ = ["BootstrapView", "loggable", "loggable_views", "prepare_views"]
 
 KINDS = ("value", "lower", "upper", "std")
 _SUFFIX = {"value": "", "lower": "_lower", "upper": "_upper", "std": "_std"}
+
+
+def _kinds(parent: Metric) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The result keys a parent's views read (logged ones first, ``std`` last) and their name suffixes."""
+    kinds = getattr(parent, "_view_kinds", KINDS)
+    return kinds, getattr(parent, "_view_suffix", _SUFFIX)
+
+
 _VIEWS_ATTR = "_loggable_views"
 _CACHE_ATTR = "_loggable_cache"
 
@@ -84,8 +92,9 @@ class BootstrapView(Metric):
 
     def __init__(self, parent: BootstrapMetric, key: str, index: Optional[int] = None) -> None:
         super().__init__()
-        if key not in KINDS:
-            raise ValueError(f"Expected argument `key` to be one of {KINDS} but received {key!r}")
+        kinds = _kinds(parent)[0]
+        if key not in kinds:
+            raise ValueError(f"Expected argument `key` to be one of {kinds} but received {key!r}")
         self.__dict__["_parent"] = parent  # a plain reference: not a submodule (no cycle in the module tree)
         self.key = key
         self.index = index
@@ -131,7 +140,7 @@ class BootstrapView(Metric):
         if (self.index is None and numel != 1) or (expected is not None and numel != expected):
             raise ValueError(
                 f"BootstrapMetric.loggable named its entries for a result of {expected or 1} element(s), but "
-                f"{parent.engine.base_metric.__class__.__name__} returned {numel}. Log "
+                f"{parent._template.__class__.__name__} returned {numel}. Log "
                 "`to_log_dict(metric.compute(), name)` in `on_validation_epoch_end` instead, and reset the metric."
             )
         flat = full.detach().reshape(-1)
@@ -216,7 +225,8 @@ def _classification_numel(metric: Metric) -> Optional[int]:
 
 
 def _result_numel(parent: BootstrapMetric) -> Optional[int]:
-    template = parent.engine.base_metric
+    template = parent.engine.base_metric  # holds the data on the generic path: its size shows after an update
+    template = getattr(template, "metric_a", template)  # a paired generic engine holds two clones
     return _local_numel(template) or _classification_numel(template)
 
 
@@ -238,7 +248,7 @@ def prepare_views(parent: BootstrapMetric) -> _ViewSet:
         views.probed = "done" if updated or views.numel is not None else "empty"
     indices: list[Optional[int]] = [None] if (views.numel or 1) == 1 else list(range(views.numel))
     for index in indices:
-        for kind in KINDS:
+        for kind in _kinds(parent)[0]:
             slot = kind if index is None else f"{kind}_{index}"
             if slot not in views._modules:
                 views.add_module(slot, BootstrapView(parent, kind, index))
@@ -252,16 +262,15 @@ def loggable_views(parent: BootstrapMetric, name: str, include_std: bool = False
     if not isinstance(include_std, bool):
         raise TypeError(f"Expected argument `include_std` to be a bool but received {include_std!r}")
     views = prepare_views(parent)
-    kinds = KINDS if include_std else KINDS[:3]
+    all_kinds, suffix = _kinds(parent)
+    kinds = all_kinds if include_std else all_kinds[:-1]
     if (views.numel or 1) == 1:
-        return {f"{name}{_SUFFIX[k]}": views._modules[k] for k in kinds}
-    return {f"{name}_{i}{_SUFFIX[k]}": views._modules[f"{k}_{i}"] for i in range(views.numel) for k in kinds}
+        return {f"{name}{suffix[k]}": views._modules[k] for k in kinds}
+    return {f"{name}_{i}{suffix[k]}": views._modules[f"{k}_{i}"] for i in range(views.numel) for k in kinds}
 
 
 # --------------------------------------------------------------------------------------------- collections
-def loggable(
-    metrics: Union[MetricCollection, Mapping[str, Metric]], include_std: bool = False
-) -> dict[str, Metric]:
+def loggable(metrics: Union[MetricCollection, Mapping[str, Metric]], include_std: bool = False) -> dict[str, Metric]:
     """Views for ``LightningModule.log_dict`` of a whole ``MetricCollection`` (or dict of metrics) at once.
 
     Every :class:`BootstrapMetric` entry named ``key`` gives ``{prefix}{key}{postfix}``, ``..._lower`` and

@@ -1,0 +1,403 @@
+"""Tables, plots and the markdown fragment ``paired.md`` of the paired study (``paired.py``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from paired_sim import (
+    ACC_PB,
+    ACC_PREVALENCE,
+    AUC_MU_B,
+    AUC_PREVALENCE,
+    DATA_SEED,
+    DELTAS,
+    F1_COND,
+    F1_PRIORS,
+    LEVEL_NAMES,
+    LEVELS,
+    METRICS,
+)
+
+TITLES = {"accuracy": "Binary accuracy", "macro_f1": "Macro-F1 (3 classes)", "auroc": "Binary AUROC"}
+OURS_P = "ours (p < 0.05)"
+OURS_CI = "ours (interval excludes 0)"
+COVERAGE_BAND = (0.935, 0.965)
+Z = 1.96
+
+
+def type1_band(sims: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The 95% Monte Carlo band of a rejection rate whose true value is ``alpha``."""
+    h = Z * math.sqrt(alpha * (1 - alpha) / sims)
+    return alpha - h, alpha + h
+
+
+def _configs(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for g in cell.get("groups", {}).values():
+        out.update({k: v for k, v in g["configs"].items() if not k.startswith("_")})
+    return out
+
+
+def _extra(cell: dict[str, Any], group: str) -> dict[str, Any]:
+    return cell.get("groups", {}).get(group, {}).get("configs", {}).get(f"_{group}_extra", {})
+
+
+def _cells(results: dict[str, Any], **where: Any) -> list[dict[str, Any]]:
+    cells = [c for c in results["cells"].values() if all(c.get(k) == v for k, v in where.items())]
+    return sorted(cells, key=lambda c: (METRICS.index(c["metric"]), c["level_id"], c["delta_id"], c["n"]))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _fmt_rate(st: dict[str, Any] | None, band: tuple[float, float] | None) -> str:
+    if st is None:
+        return "–"
+    s = f"{_pct(st['rate'])} ± {_pct(st['mcse'])}"
+    if band is not None and not band[0] <= st["rate"] <= band[1]:
+        s = f"**{s}**"
+    return s
+
+
+def _fmt_cov(st: dict[str, Any] | None) -> str:
+    if st is None or "coverage" not in st:
+        return "–"
+    s = f"{_pct(st['coverage'])} ± {_pct(st['coverage_mcse'])}"
+    if not COVERAGE_BAND[0] <= st["coverage"] <= COVERAGE_BAND[1]:
+        s = f"**{s}**"
+    return s
+
+
+def _level_label(metric: str, level: float) -> str:
+    return f"{LEVEL_NAMES[metric]} = {level:g}"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tables
+# ------------------------------------------------------------------------------------------------------------
+def type1_table(results: dict[str, Any], metric: str) -> str:
+    cells = _cells(results, metric=metric, delta_id=0)
+    sizes = sorted({c["n"] for c in cells})
+    levels = sorted({c["level_id"] for c in cells})
+    names = [k for k in power_names(cells) if "overlap" not in k and "bootstrap s.e." not in k and "scipy" not in k]
+    rows = ["| agreement | test | " + " | ".join(f"n={n}" for n in sizes) + " |", "|---|---|" + "---|" * len(sizes)]
+    for li in levels:
+        for name in names:
+            vals = []
+            for n in sizes:
+                c = next((c for c in cells if c["level_id"] == li and c["n"] == n), None)
+                st = _configs(c).get(name) if c else None
+                band = type1_band(st["sims"]) if st else None
+                vals.append(_fmt_rate(st, band))
+            c0 = next(c for c in cells if c["level_id"] == li)
+            label = _level_label(metric, c0["level"])
+            if metric != "auroc":
+                label += f" (P(pred_A = pred_B) = {c0['agreement']:.3f})"
+            rows.append(f"| {label} | {name} | " + " | ".join(vals) + " |")
+    return "\n".join(rows)
+
+
+def coverage_table(results: dict[str, Any], metric: str) -> str:
+    cells = [c for c in _cells(results, metric=metric) if OURS_CI in _configs(c)]
+    sizes = sorted({c["n"] for c in cells})
+    keys = sorted({(c["level_id"], c["delta_id"]) for c in cells})
+    rows = [
+        "| agreement | true difference | " + " | ".join(f"n={n}" for n in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
+    for li, di in keys:
+        vals, c0 = [], None
+        for n in sizes:
+            c = next((c for c in cells if (c["level_id"], c["delta_id"], c["n"]) == (li, di, n)), None)
+            c0 = c0 or c
+            vals.append(_fmt_cov(_configs(c).get(OURS_CI)) if c else "–")
+        rows.append(
+            f"| {_level_label(metric, c0['level'])} | {c0['true_difference']:+.4f} | " + " | ".join(vals) + " |"
+        )
+    return "\n".join(rows)
+
+
+def power_names(cells: list[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for c in cells:
+        for k in _configs(c):
+            if k not in names:
+                names.append(k)
+    first = [OURS_P, OURS_CI]
+    return [n for n in first if n in names] + [n for n in names if n not in first]
+
+
+def power_cells(results: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    meta = results["meta"]
+    from paired import POWER_LEVEL_ID
+
+    return _cells(results, metric=metric, level_id=POWER_LEVEL_ID, n=meta["power_n"])
+
+
+def power_table(results: dict[str, Any], metric: str) -> str:
+    cells = power_cells(results, metric)
+    rows = [
+        "| test | " + " | ".join(f"Δ={c['true_difference']:+.3f}" for c in cells) + " |",
+        "|---|" + "---|" * len(cells),
+    ]
+    for name in power_names(cells):
+        vals = []
+        for c in cells:
+            st = _configs(c).get(name)
+            band = type1_band(st["sims"]) if st and c["delta_id"] == 0 else None
+            vals.append(_fmt_rate(st, band))
+        rows.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(rows)
+
+
+def diagnostics_table(results: dict[str, Any]) -> str:
+    rows = [
+        "| metric | agreement | Δ | n | mean bootstrap std / sd of the difference over sets | mean width | "
+        "p and interval decisions differ | warned sets | median ms per set |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in _cells(results):
+        ex = _extra(c, "ours")
+        ci = _configs(c).get(OURS_CI)
+        if not ex or ci is None:
+            continue
+        ratio = ex["mean_std"] / ex["sd_difference"] if ex.get("sd_difference") else float("nan")
+        t = ex.get("median_time_ms")
+        rows.append(
+            f"| {c['metric']} | {c['level']:g} | {c['true_difference']:+.3f} | {c['n']} | {ratio:.3f} | "
+            f"{ci['mean_width']:.4f} | {ex['decisions_disagree']} | {ex['warned_sims']} | "
+            f"{'–' if t is None else f'{t:.1f}'} |"
+        )
+    return "\n".join(rows)
+
+
+def outside_lines(results: dict[str, Any]) -> list[str]:
+    """Every cell of ours outside its band, with a likely reason."""
+    out = []
+    for c in _cells(results):
+        cfg = _configs(c)
+        ex = _extra(c, "ours")
+        if not ex:
+            continue
+        ratio = ex["mean_std"] / ex["sd_difference"] if ex.get("sd_difference") else float("nan")
+        where = f"{c['metric']}, {_level_label(c['metric'], c['level'])}, Δ = {c['true_difference']:+.3f}, n = {c['n']}"
+        reason = []
+        if c["metric"] == "accuracy":
+            reason.append(f"expected discordant pairs n·d = {c['n'] * c['level']:.0f}")
+        reason.append(f"bootstrap std / true sd = {ratio:.2f}")
+        if c["delta_id"] == 0:
+            for name in (OURS_P, OURS_CI):
+                st = cfg.get(name)
+                if st is None:
+                    continue
+                lo, hi = type1_band(st["sims"])
+                if not lo <= st["rate"] <= hi:
+                    out.append(
+                        f"- {where}: {name} rejects {_pct(st['rate'])}% (band [{_pct(lo)}, {_pct(hi)}]); "
+                        + "; ".join(reason)
+                    )
+        st = cfg.get(OURS_CI)
+        if st is not None and not COVERAGE_BAND[0] <= st["coverage"] <= COVERAGE_BAND[1]:
+            out.append(
+                f"- {where}: coverage {_pct(st['coverage'])}% (band [93.5, 96.5]; misses with the interval above / "
+                f"below the truth: {st['miss_low']} / {st['miss_high']}); " + "; ".join(reason)
+            )
+    return out or ["- none: every cell of ours lies inside its band."]
+
+
+def checks_lines(results: dict[str, Any]) -> list[str]:
+    cells = list(results["cells"].values())
+    vd = [_extra(c, "ours").get("max_abs_value_diff_vs_unwrapped") for c in cells]
+    vd = [v for v in vd if v is not None]
+    md = [_extra(c, "marginal").get("max_abs_diff_vs_fresh") for c in cells]
+    md = [v for v in md if v is not None]
+    sd = [_extra(c, "scipy").get("max_abs_diff_vs_plain") for c in cells]
+    sd = [v for v in sd if v is not None]
+    st = [_extra(c, "scipy").get("median_time_ms") for c in cells]
+    st = [v for v in st if v is not None]
+    lines = []
+    if vd:
+        lines.append(
+            f"- `value_a` / `value_b` against the unwrapped metric on each model (first sets of {len(vd)} cells): "
+            f"largest |difference| {max(vd):.3g}."
+        )
+    if md:
+        lines.append(
+            "- The marginal `BootstrapMetric`s are reused across sets (`reset()`, then `seed = ...`); on the first "
+            f"sets of {len(md)} cells a fresh `BootstrapMetric(seed=...)` gives bounds within {max(md):.3g} of them."
+        )
+    if sd:
+        lines.append(
+            f"- The scipy anchor's index statistic against the plain `paired=True` call a user writes (first sets of "
+            f"{len(sd)} cells): largest bound difference {max(sd):.3g}; the plain call takes a median "
+            f"{sorted(st)[len(st) // 2]:.0f} ms per set at n = {results['meta']['power_n']}."
+        )
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------------------------------
+STYLE = {
+    OURS_P: ("C0", "-", "o"),
+    OURS_CI: ("C0", ":", "s"),
+    "McNemar exact": ("C1", "--", "^"),
+    "DeLong paired": ("C1", "--", "^"),
+    "overlap rule (two marginal intervals)": ("C3", "--", "v"),
+    "unpaired z (bootstrap s.e.)": ("C4", "--", "d"),
+    "unpaired z (analytic s.e.)": ("C5", "-.", "x"),
+}
+
+
+def plot_power(results: dict[str, Any], out: Path, metric: str) -> str | None:
+    cells = power_cells(results, metric)
+    if not cells:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name in power_names(cells):
+        xs, ys, es = [], [], []
+        for c in cells:
+            st = _configs(c).get(name)
+            if st is None:
+                continue
+            xs.append(c["true_difference"])
+            ys.append(st["rate"])
+            es.append(Z * st["mcse"])
+        colour, ls, marker = STYLE.get(name, ("C2", "--", "*"))
+        ax.errorbar(xs, ys, yerr=es, color=colour, ls=ls, marker=marker, ms=4, lw=1.2, capsize=2, label=name)
+    sims = (
+        min(_configs(c)[OURS_P]["sims"] for c in cells if OURS_P in _configs(c))
+        if any(OURS_P in _configs(c) for c in cells)
+        else results["meta"]["sims"]
+    )
+    lo, hi = type1_band(sims)
+    ax.axhspan(lo, hi, color="0.85", label=f"5% ± MC band (S = {sims})")
+    ax.axhline(0.05, color="k", lw=0.8)
+    c0 = cells[0]
+    ax.set_xlabel(f"true difference A − B (model B: {c0['true_b']:.4f})")
+    ax.set_ylabel("rejection rate at α = 0.05")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(
+        f"{TITLES[metric]}: n = {c0['n']}, {_level_label(metric, c0['level'])}, B = {results['meta']['B']}",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="upper left")
+    fig.tight_layout()
+    name = f"paired_power_{metric}.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the fragment
+# ------------------------------------------------------------------------------------------------------------
+def write_report(results: dict[str, Any], out: Path) -> None:
+    meta = results["meta"]
+    sims, b = meta["sims"], meta["B"]
+    lo, hi = type1_band(sims)
+    pngs = {m: plot_power(results, out, m) for m in METRICS}
+    wall = sum(g.get("wall_s", 0.0) for c in results["cells"].values() for g in c["groups"].values())
+    from paired import COVERAGE_DELTA_ID, POWER_LEVEL_ID, SCIPY_DELTA_IDS
+
+    md = [
+        "## Paired comparisons: type-I error, coverage and power",
+        "",
+        "Regenerate (resumable; per-cell results are cached in `validation/paired_results.json`):",
+        "",
+        "```bash",
+        "python benchmarks/validation/paired.py --out docs/validation",
+        "```",
+        "",
+        f"- **Replicates:** B = {b} for every bootstrap (ours, the marginal intervals of the overlap rule, scipy).",
+        f"- **Simulated sets:** S = {sims} per cell for every test that runs on the cell.",
+        f"- **Seeds (fixed before the first run, not tuned):** the sets of cell (metric, agreement level, true "
+        f"difference, n) from `numpy.random.default_rng(SeedSequence([{DATA_SEED}, metric_id, level_id, delta_id, "
+        "n]))`, drawn for all sets up front; on set i: `PairedBootstrapMetric(seed=i)`, the two marginal "
+        "`BootstrapMetric(seed=2i)` and `(seed=2i+1)`, scipy `rng=default_rng([10, i])`.",
+        f"- **Versions:** Python {meta['python']}, torch {meta['torch']}, numpy {meta['numpy']}; one torch thread on "
+        f"a shared 2-core CPU machine; the cells took {wall / 60:.0f} minutes of wall time in all.",
+        "",
+        "**Data** (`benchmarks/validation/paired_sim.py`). Two models are scored on the same examples. The *true "
+        "difference* is M(A) − M(B) of the population metrics, M = the limit of the plug-in metric on n i.i.d. "
+        "examples, computed analytically:",
+        f"- Accuracy: target ~ Bernoulli({ACC_PREVALENCE}); (A right, B right) is a 2×2 joint draw with "
+        f"P(B right) = {ACC_PB}, P(A right) = {ACC_PB} + Δ and discordance d = P(exactly one is right) "
+        f"∈ {LEVELS['accuracy']}. True difference Δ.",
+        f"- Macro-F1: 3 classes, priors {tuple(F1_PRIORS.tolist())}; B predicts from P(pred | target) rows "
+        f"{[tuple(r) for r in F1_COND.tolist()]}; with probability ρ ∈ {LEVELS['macro_f1']} A and B share one draw, "
+        "otherwise they draw independently; A is then replaced by the target with probability η, solved for the "
+        "true difference of mean_k 2·P_kk / (P_k· + P_·k).",
+        f"- AUROC: prevalence {AUC_PREVALENCE}; scores μ·y + e with (e_A, e_B) bivariate standard normal of "
+        f"correlation r ∈ {LEVELS['auroc']}, μ_B = {AUC_MU_B}; AUC = Φ(μ/√2), μ_A solved for the true difference.",
+        "",
+        "**Tests.** *Ours*: `PairedBootstrapMetric(base, num_bootstraps=B, seed=i)` with every other argument at its "
+        'default (`method="auto"`, `resampling="multinomial"`), base metrics `BinaryAccuracy()`, '
+        '`MulticlassF1Score(num_classes=3, average="macro")`, `BinaryAUROC()`; it rejects when `p_value < 0.05` '
+        "(and, second row, when the 95% interval excludes 0). *McNemar exact*: two-sided binomial test of the "
+        "discordant pairs. *DeLong paired*: DeLong et al. (1988) with Sun and Xu's O(n log n) midranks (checked "
+        "against the direct O(n²) placement values in `tests/test_validation_paired_smoke.py`). *Overlap rule*: "
+        "two marginal `BootstrapMetric` 95% intervals, one per model, rejecting when they are disjoint. *Unpaired "
+        "z*: (value_A − value_B) / √(se_A² + se_B²), each model's own standard error as if the two were independent "
+        "(the two bootstrap stds; or binomial / DeLong's one-sample variance). *scipy*: "
+        "`scipy.stats.bootstrap((preds_a, preds_b, target), stat_a − stat_b, paired=True, "
+        f'method="{meta["scipy_method"]}", n_resamples=B)`, rejecting when its interval excludes 0; run through '
+        "an index statistic with the same "
+        "resamples and bit-identical values (checked against the plain call below).",
+        "",
+        "**Which tests run where.** Every cell: ours, McNemar / DeLong, the analytic unpaired z. The power cells "
+        f"(n = {meta['power_n']}, the middle agreement level, every Δ in {DELTAS}): also the overlap rule and the "
+        f"bootstrap-s.e. unpaired z. The scipy anchor runs on fewer cells, for CPU: the power cells with Δ ∈ "
+        f"{tuple(DELTAS[i] for i in SCIPY_DELTA_IDS)}. Coverage at a nonzero difference: the power cells and Δ = "
+        f"{DELTAS[COVERAGE_DELTA_ID]} at every n (middle agreement level).",
+        "",
+        f"**Bands.** A rejection rate under the null is within its Monte Carlo band when it lies in 5% ± "
+        f"1.96·√(0.05·0.95/S) = [{_pct(lo)}, {_pct(hi)}]% at S = {sims}; coverage is judged against [93.5, 96.5]%. "
+        "Entries are rate ± Monte Carlo standard error √(r(1−r)/S); **bold** = outside its band.",
+        "",
+        "### Type-I error (equal true metric), rejection rate at α = 0.05 (%)",
+        "",
+    ]
+    for m in METRICS:
+        if _cells(results, metric=m, delta_id=0):
+            md += [f"**{TITLES[m]}**", "", type1_table(results, m), ""]
+    md += ["### Coverage of the 95% interval for the difference (%)", ""]
+    for m in METRICS:
+        if any(OURS_CI in _configs(c) for c in _cells(results, metric=m)):
+            md += [f"**{TITLES[m]}**", "", coverage_table(results, m), ""]
+    md += [
+        "### Power against the true difference (rejection rate at α = 0.05, %)",
+        "",
+        f"All tests on the same sets (n = {meta['power_n']}, middle agreement level {POWER_LEVEL_ID}). The Δ = 0 "
+        "column is the type-I error (bold outside the band).",
+        "",
+    ]
+    for m in METRICS:
+        if power_cells(results, m):
+            md += [f"**{TITLES[m]}**", "", power_table(results, m), ""]
+            if pngs[m]:
+                md += [f"![power, {TITLES[m]}](validation/{pngs[m]})", ""]
+    md += ["### Cells of ours outside their band", "", *outside_lines(results), ""]
+    md += ["### Checks", "", *checks_lines(results), ""]
+    md += [
+        "<details><summary>Diagnostics of ours per cell</summary>",
+        "",
+        "'bootstrap std / sd' compares the mean bootstrap standard error of the difference with the standard "
+        "deviation of the observed difference over the S sets (1 = right on average; below 1 = intervals too "
+        "narrow).",
+        "",
+        diagnostics_table(results),
+        "",
+        "</details>",
+        "",
+    ]
+    (out / "paired.md").write_text("\n".join(md))
