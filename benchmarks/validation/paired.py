@@ -319,8 +319,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for part in args.merge:  # runs split over processes (each with its own --out): union of their groups
         for key, cell in _load(Path(part))["cells"].items():
             mine = results["cells"].setdefault(key, {k: v for k, v in cell.items() if k != "groups"})
-            mine.setdefault("groups", {}).update(cell.get("groups", {}))
-    groups_wanted = set(args.groups)
+            have = mine.setdefault("groups", {})
+            for g, res in cell.get("groups", {}).items():
+                if res.get("sims", 0) >= have.get(g, {}).get("sims", 0):
+                    have[g] = res
+    groups_wanted = set() if args.report_only else set(args.groups)
     if "ours" in groups_wanted and not have_paired():
         print("lightning_ci.PairedBootstrapMetric is not available yet: skipping the 'ours' group", flush=True)
         groups_wanted.discard("ours")
@@ -410,6 +413,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="paired_results.json",
         help="cache file under --out (the power curves' reduced-S run uses paired_power_results.json)",
     )
+    parser.add_argument("--report-only", action="store_true", help="merge and report, run no cell")
     parser.add_argument("--no-report", action="store_true", help="only run the cells")
     parser.add_argument("--out", default="docs/validation")
     args = parser.parse_args(argv)
