@@ -903,11 +903,10 @@ class ConfusionEngine(BootstrapEngine):
         """The pseudo-count of the posterior this compute uses, or 0 for the bootstrap.
 
         ``resampling="bayesian"`` with a prior, or ``method="auto"`` when the metric rests on few events
-        (:meth:`smallest_count` below ``auto_threshold``). Never with groups (the units are then groups, and
-        Bayesian resampling is Rubin's Dirichlet(1, ..., 1) over them) nor for a paired comparison (joint
-        cells): those keep the bootstrap. With groups, ``method="auto"`` in the few-event regime takes the
-        posterior of the pooled table scaled to G effective observations (:meth:`_posterior_chunks`), and
-        ``resampling="bayesian"`` stays Rubin's Dirichlet(1, ..., 1) over the groups.
+        (:meth:`smallest_count` below ``auto_threshold``). Never for a paired comparison (joint cells: it keeps
+        the bootstrap). With groups, ``resampling="bayesian"`` stays Rubin's Dirichlet(1, ..., 1) over the
+        groups, and ``method="auto"`` in the few-event regime takes the posterior of the pooled table scaled to
+        G effective observations (:meth:`_posterior_chunks`; binary and multiclass only).
         """
         if self.paired:
             return 0.0
