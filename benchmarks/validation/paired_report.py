@@ -103,8 +103,9 @@ def type1_table(results: dict[str, Any], metric: str) -> str:
             label = _level_label(metric, c0["level"])
             if metric != "auroc":
                 label += f" (P(pred_A = pred_B) = {c0['agreement']:.3f})"
-            rows.append(f"| {label} | {name} | " + " | ".join(vals) + " |")
-    return "\n".join(rows)
+            if any(v != "–" for v in vals):
+                rows.append(f"| {label} | {name} | " + " | ".join(vals) + " |")
+    return "\n".join(rows) if len(rows) > 2 else "(not run yet)"
 
 
 def coverage_table(results: dict[str, Any], metric: str) -> str:
@@ -157,7 +158,9 @@ def power_table(results: dict[str, Any], metric: str) -> str:
             band = type1_band(st["sims"]) if st and c["delta_id"] == 0 else None
             vals.append(_fmt_rate(st, band))
         rows.append(f"| {name} | " + " | ".join(vals) + " |")
-    return "\n".join(rows)
+    if any(OURS_CI in _configs(c) for c in cells):
+        rows.append(_coverage_row(cells))
+    return "\n".join(rows) if len(rows) > 2 else "(not run yet)"
 
 
 def diagnostics_table(results: dict[str, Any]) -> str:
@@ -263,7 +266,7 @@ STYLE = {
 
 def plot_power(results: dict[str, Any], out: Path, metric: str) -> str | None:
     cells = power_cells(results, metric)
-    if not cells:
+    if not any(_configs(c) for c in cells):
         return None
     import matplotlib
 
@@ -447,7 +450,7 @@ def write_report(results: dict[str, Any], out: Path, power: dict[str, Any] | Non
             md += [
                 f"**{TITLES[m]}**",
                 "",
-                power_table(presults, m) + "\n" + _coverage_row(power_cells(presults, m)),
+                power_table(presults, m),
                 "",
             ]
             if pngs[m]:
