@@ -6,7 +6,9 @@ Run:  python benchmarks/bench_accumulation.py            (full: 9 repeats)
 Step time: the same MLP, data and factor k, trained with ``Trainer(accumulate_grad_batches=k)`` (Lightning's
 built-in, which is not exact for partial windows) and with ``AccumulationScheduler({0: k})``. Each repeat
 runs both, in alternating order; the time is taken over the second epoch only (the first warms up), and
-the table reports medians and the median of the per-repeat ratios.
+the table reports medians and the median of the per-repeat ratios, in wall-clock time and in this process's
+CPU time (``time.process_time``). On a shared machine the CPU time is the figure to read: wall time also
+counts the time other jobs hold the cores. Run it with ``OMP_NUM_THREADS=1`` there.
 
 Peak memory: each factor runs in a fresh process and reports its peak RSS (``ru_maxrss``). With the
 callback, the extra state is a few scalars, so the peak does not grow with k (it cannot: gradients are
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -56,11 +59,14 @@ class EpochTimer(Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
+        self.cpu_times: list[float] = []
+
     def on_train_epoch_start(self, trainer, pl_module):
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.times.append(time.perf_counter() - self._t0)
+        self.cpu_times.append(time.process_time() - self._c0)
 
 
 def data() -> DataLoader:
@@ -71,7 +77,7 @@ def data() -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=BATCH)
 
 
-def fit(k: int, ours: bool, epochs: int = 2) -> float:
+def fit(k: int, ours: bool, epochs: int = 2) -> tuple[float, float]:
     timer = EpochTimer()
     callbacks: list[Callback] = [timer]
     if ours:
@@ -88,11 +94,11 @@ def fit(k: int, ours: bool, epochs: int = 2) -> float:
         callbacks=callbacks,
     )
     trainer.fit(MLP(), data())
-    return timer.times[-1] / BATCHES  # seconds per micro-batch, second epoch
+    return timer.times[-1] / BATCHES, timer.cpu_times[-1] / BATCHES  # wall, CPU s per micro-batch, 2nd epoch
 
 
 def callback_cost(k: int, repeats: int = 2000) -> tuple[float, float]:
-    """The callback's own work, isolated: seconds per micro-batch (hooks) and per optimizer step (rescale).
+    """The callback's own work, isolated: CPU seconds per micro-batch (hooks) and per optimizer step (rescale).
 
     Calls the hooks directly with the benchmark's batch and the MLP's parameter shapes, so that the
     end-to-end ratio above, which is noisy on a shared machine, can be read against what the callback
@@ -101,7 +107,14 @@ def callback_cost(k: int, repeats: int = 2000) -> tuple[float, float]:
     from types import SimpleNamespace
 
     cb = AccumulationScheduler({0: k})
-    trainer = SimpleNamespace(current_epoch=0, accumulate_grad_batches=k, world_size=1, strategy=None)
+    # `fit_loop._should_accumulate` answers "not the window's last batch", as inside a window
+    trainer = SimpleNamespace(
+        current_epoch=0,
+        accumulate_grad_batches=k,
+        world_size=1,
+        strategy=None,
+        fit_loop=SimpleNamespace(_should_accumulate=lambda: True),
+    )
     module = SimpleNamespace(device=torch.device("cpu"))
     loader = data()
     batch = next(iter(loader))
@@ -110,18 +123,19 @@ def callback_cost(k: int, repeats: int = 2000) -> tuple[float, float]:
         p.grad = torch.randn_like(p)
     opt = torch.optim.AdamW(params)
     trainer.optimizers = [opt]  # the rescale covers the trainer's optimizers
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in range(repeats):
         cb.on_train_batch_start(trainer, module, batch, i)
         loss = params[0][0, 0] * 1.0
         cb.on_before_backward(trainer, module, loss)  # registers the weighting hook (a scalar multiply)
-    per_batch = (time.perf_counter() - t0) / repeats
+        cb.on_after_backward(trainer, module)  # asks whether the window ends here
+    per_batch = (time.process_time() - t0) / repeats
     steps = max(1, repeats // k)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(steps):
         cb._window_items = torch.tensor(float(k * BATCH), dtype=torch.float64)
         cb.on_before_optimizer_step(trainer, module, opt)
-    per_step = (time.perf_counter() - t0) / steps
+    per_step = (time.process_time() - t0) / steps
     return per_batch, per_step
 
 
@@ -145,14 +159,15 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     repeats = 2 if args.quick else 9
     k = args.factor
-    builtin, ours, ratios = [], [], []
+    load_start = os.getloadavg()[0]
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     for r in range(repeats):
         order = (False, True) if r % 2 == 0 else (True, False)
-        res = {flag: fit(k, flag) for flag in order}
-        builtin.append(res[False])
-        ours.append(res[True])
-        ratios.append(res[True] / res[False])
-    med_b, med_o, med_r = statistics.median(builtin), statistics.median(ours), statistics.median(ratios)
+        for flag in order:
+            w, c = fit(k, flag)
+            wall[flag].append(w)
+            cpu[flag].append(c)
     per_batch, per_step = callback_cost(k)
     added = per_batch + per_step / k
 
@@ -169,25 +184,44 @@ def main() -> None:
 
     params = sum(p.numel() for p in MLP().parameters())
     print(f"# AccumulationScheduler benchmark ({'quick' if args.quick else 'full'})")
-    print(f"command: python benchmarks/bench_accumulation.py{' --quick' if args.quick else ''}")
+    env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    print(f"command: {env}python benchmarks/bench_accumulation.py{' --quick' if args.quick else ''}")
     print(
         f"machine: {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
         f"lightning {lightning.__version__}"
     )
     print(f"model: MLP {params / 1e6:.1f}M params, micro-batch {BATCH}, {BATCHES} batches/epoch, factor {k}")
     print()
-    print("| run | median time per micro-batch | repeats |")
-    print("|---|---|---|")
-    print(f"| Lightning `accumulate_grad_batches={k}` | {med_b * 1e3:.2f} ms | {repeats} |")
-    print(f"| `AccumulationScheduler({{0: {k}}})` | {med_o * 1e3:.2f} ms | {repeats} |")
-    print(f"| **overhead (median of paired ratios)** | **{(med_r - 1) * 100:+.1f}%** | |")
-    print(f"| paired ratios, min … max | {(min(ratios) - 1) * 100:+.1f}% … {(max(ratios) - 1) * 100:+.1f}% | |")
+    print(f"load average (1 min): {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print()
+    print("| run | median CPU time per micro-batch | median wall time per micro-batch | repeats |")
+    print("|---|---|---|---|")
+    for flag, name in (
+        (False, f"Lightning `accumulate_grad_batches={k}`"),
+        (True, f"`AccumulationScheduler({{0: {k}}})`"),
+    ):
+        print(
+            f"| {name} | {statistics.median(cpu[flag]) * 1e3:.2f} ms | {statistics.median(wall[flag]) * 1e3:.2f} ms"
+            f" | {repeats} |"
+        )
+    ratio = {name: [o / b for o, b in zip(t[True], t[False])] for name, t in (("cpu", cpu), ("wall", wall))}
+    med = {name: statistics.median(r) for name, r in ratio.items()}
     print(
-        f"The callback's own work, timed in isolation: {per_batch * 1e6:.0f} µs per micro-batch (item count,"
-        f" loss hook) + {per_step * 1e6:.0f} µs per optimizer step (one fused rescale of the gradients),"
-        f" i.e. {added * 1e6:.0f} µs per micro-batch = **{added / med_b * 100:.1f}%** of Lightning's median"
-        " micro-batch time. The end-to-end ratio above also carries the machine's noise."
+        f"| **overhead (median of paired ratios)** | **{(med['cpu'] - 1) * 100:+.1f}%**"
+        f" | {(med['wall'] - 1) * 100:+.1f}% | |"
+    )
+    print(
+        "| paired ratios, min … max | "
+        + " | ".join(f"{(min(r) - 1) * 100:+.1f}% … {(max(r) - 1) * 100:+.1f}%" for r in ratio.values())
+        + " | |"
+    )
+    print()
+    med_b = statistics.median(cpu[False])
+    print(
+        f"The callback's own work, timed in isolation (CPU time): {per_batch * 1e6:.0f} µs per micro-batch (item"
+        f" count, loss hook, window check) + {per_step * 1e6:.0f} µs per optimizer step (one fused rescale of the"
+        f" gradients), i.e. {added * 1e6:.0f} µs per micro-batch = **{added / med_b * 100:.1f}%** of Lightning's"
+        " median CPU time per micro-batch. The end-to-end ratios above also carry the machine's noise."
     )
     print()
     print("| factor k | peak RSS (fresh process, 1 epoch) |")

@@ -2,7 +2,8 @@
 
 LAUNCHER is ``ddp``, ``ddp_spawn`` or ``ddp_fork`` (2 CPU processes, gloo) or ``single`` (1 process). The script
 runs ``Trainer.validate`` and then a 2-epoch ``Trainer.fit`` on one LightningModule that holds one
-``BootstrapMetric`` per check of ``CHECKS`` (every engine and resampling mode), updated in ``validation_step`` and
+``BootstrapMetric`` (or ``PairedBootstrapMetric``, and grouped ones: ``update(..., groups=index // 3)``, so that
+groups span the ranks) per check of ``CHECKS`` (every engine and resampling mode), updated in ``validation_step`` and
 computed and reset in ``on_validation_epoch_end``. The validation loader is a plain ``DataLoader``: Lightning
 wraps it in its own ``DistributedSampler``, which interleaves the samples across ranks (rank r reads r, r + 2, ...).
 Every rank writes ``{stage}_epoch{e}_rank{r}.pt`` (check name -> result dict) into OUT_DIR.
@@ -42,7 +43,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanSquaredError, SpearmanCorrCoef
 
-from lightning_ci import BootstrapMetric
+from lightning_ci import BootstrapMetric, PairedBootstrapMetric
 
 N = 640  # 320 samples per rank, 10 batches of 32
 BATCH = 32
@@ -67,7 +68,16 @@ def _data() -> dict[str, tuple[torch.Tensor, ...]]:
     y_ml = torch.randint(2, (N, 3), generator=g)
     p_ml = (0.35 * y_ml + 0.65 * torch.rand(N, 3, generator=g)).clamp(0, 1)
     x = torch.randn(N, generator=g)
+    # model B for the paired checks: model A's predictions, with a tenth of them replaced by noise
+    swap = torch.rand(N, generator=g) < 0.1
+    scores_b = torch.where(swap, torch.rand(N, generator=g), probs3[:, 0])
+    probs3_b = torch.where(swap[:, None], torch.rand(N, 3, generator=g).softmax(-1), probs3)
+    p_ml_b = torch.where(swap[:, None], torch.rand(N, 3, generator=g), p_ml)
     return {
+        "paired_binary": (probs3[:, 0], scores_b, (y3 == 0).long()),
+        "paired_multiclass": (probs3, probs3_b, y3),
+        "paired_multilabel": (p_ml, p_ml_b, y_ml),
+        "paired_regression": (x + 0.6 * torch.randn(N, generator=g), x + 0.7 * torch.randn(N, generator=g), x),
         "issue": issue,
         "multiclass": (probs3, y3),
         "binary": (probs3[:, 0], (y3 == 0).long()),
@@ -119,19 +129,61 @@ CHECKS: dict[str, tuple[str, Callable[[], Metric], dict[str, Any]]] = {
     ),
     "spearman_generic": ("regression", SpearmanCorrCoef, {"seed": 17, "num_bootstraps": 30}),
     "mean_generic_bayesian": ("mean", MeanMetric, {"seed": 18, "num_bootstraps": 30, "resampling": "bayesian"}),
+    # issue 10: paired comparisons ("paired": True) on every engine; issue 11: groups spanning ranks ("grouped")
+    "paired_acc": ("paired_binary", BinaryAccuracy, {"seed": 19, "paired": True}),
+    "paired_mc_f1_poisson": (
+        "paired_multiclass",
+        lambda: MulticlassF1Score(3),
+        {"seed": 20, "paired": True, "resampling": "poisson"},
+    ),
+    "paired_ml_f1_grouped": (
+        "paired_multilabel",
+        lambda: MultilabelF1Score(3),
+        {"seed": 21, "paired": True, "grouped": True},
+    ),
+    "paired_auroc": ("paired_binary", BinaryAUROC, {"seed": 22, "paired": True}),
+    "paired_mc_auroc_grouped_bayesian": (
+        "paired_multiclass",
+        lambda: MulticlassAUROC(3),
+        {"seed": 23, "paired": True, "grouped": True, "resampling": "bayesian"},
+    ),
+    "paired_mse_generic": ("paired_regression", MeanSquaredError, {"seed": 24, "paired": True, "num_bootstraps": 30}),
+    "grouped_acc": ("issue", BinaryAccuracy, {"seed": 25, "grouped": True}),
+    "grouped_mc_f1_poisson": (
+        "multiclass",
+        lambda: MulticlassF1Score(3),
+        {"seed": 26, "grouped": True, "resampling": "poisson"},
+    ),
+    "grouped_auroc_exact": ("binary", BinaryAUROC, {"seed": 27, "grouped": True}),
+    "grouped_auroc_binned_bayesian": (
+        "binary",
+        lambda: BinaryAUROC(thresholds=11),
+        {"seed": 28, "grouped": True, "resampling": "bayesian"},
+    ),
+    "grouped_mse_generic": ("regression", MeanSquaredError, {"seed": 29, "grouped": True, "num_bootstraps": 30}),
 }
+# the keys each kind of result has
+PLAIN_KEYS = ("value", "lower", "upper", "std")
+PAIRED_KEYS = ("value_a", "value_b", "difference", "lower", "upper", "std", "p_value")
+
+
+def result_keys(name: str) -> tuple[str, ...]:
+    return PAIRED_KEYS if CHECKS[name][2].get("paired") else PLAIN_KEYS
 
 
 def make_metrics() -> dict[str, Any]:
-    return {
-        name: BootstrapMetric(factory(), **{"num_bootstraps": 200, **kwargs})
-        for name, (_, factory, kwargs) in CHECKS.items()
-    }
+    metrics = {}
+    for name, (_, factory, kwargs) in CHECKS.items():
+        cls = PairedBootstrapMetric if kwargs.get("paired") else BootstrapMetric
+        options = {k: v for k, v in kwargs.items() if k not in ("paired", "grouped")}
+        metrics[name] = cls(factory(), **{"num_bootstraps": 200, **options})
+    return metrics
 
 
 def update_all(metrics: dict[str, Any], data: dict[str, tuple[torch.Tensor, ...]], index: torch.Tensor) -> None:
-    for name, (key, _, _) in CHECKS.items():
-        metrics[name].update(*(t[index] for t in data[key]))
+    for name, (key, _, kwargs) in CHECKS.items():
+        groups = {"groups": index // 3} if kwargs.get("grouped") else {}  # groups of 3 consecutive samples
+        metrics[name].update(*(t[index] for t in data[key]), **groups)
 
 
 def compute_all(metrics: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:

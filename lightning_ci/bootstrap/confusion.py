@@ -11,7 +11,10 @@ whole evaluation set therefore only needs the counts, not the samples:
   the number of DDP ranks.
 - ``"bayesian"``: Rubin's Bayesian bootstrap puts Dirichlet(1, ..., 1) weights on the samples; summed
   per cell they are ``Dirichlet(counts)``. Gamma variates per cell, normalised, times n give real
-  valued replicate counts.
+  valued replicate counts. With a prior (``engine.prior = a > 0`` pseudo-counts per cell) the draws are
+  the exact posterior ``Dirichlet(counts + a)`` of the cell probabilities over *every* cell, seen or not
+  (:meth:`ConfusionEngine.posterior_output`); multilabel adds the pseudo-counts per label (each label's
+  four cells are exactly ``Dirichlet(counts_l + a)``, the rows keep their cross-label dependence).
 - ``"poisson"``: each sample gets an independent Poisson(1) weight per replicate. The weights of the m
   samples of one cell sum to ``Poisson(m)``, and sums of independent Poisson variates are Poisson, so for
   binary and multiclass inputs a replicate is exactly ``Poisson(count)`` per cell: it is drawn at compute
@@ -89,7 +92,14 @@ from torchmetrics.functional.classification.stat_scores import (
 from torchmetrics.utilities.compute import _safe_divide
 from torchmetrics.utilities.data import _squeeze_if_scalar, dim_zero_cat
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput, expand_groups
+from lightning_ci.bootstrap._engine import (
+    RESAMPLING_MODES,
+    BootstrapEngine,
+    EngineOutput,
+    count_pairs,
+    expand_groups,
+    unique_rows,
+)
 
 # exact class -> (task, kind). Exact types only: a user subclass may override ``compute``.
 _SUPPORTED: dict[type, tuple[str, str]] = {
@@ -194,6 +204,28 @@ def _dirichlet_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -
     gamma = torch._standard_gamma(alpha.expand(num_rows, -1).contiguous(), generator=generator)
     gamma = torch.where(alpha > 0, gamma, 0.0)  # Gamma(0) comes back as a denormal, not 0
     return gamma / gamma.sum(-1, keepdim=True) * n
+
+
+def _posterior_rows(counts: Tensor, prior: float, num_rows: int, generator: torch.Generator) -> Tensor:
+    """Posterior draws of the cell probabilities, ``Dirichlet(counts + prior)``, scaled to ``n = counts.sum()``.
+
+    Unlike :func:`_dirichlet_rows` every cell gets the pseudo-count ``prior``, empty cells included, so a
+    cell never seen can still carry posterior mass (30 of 30 correct is not a point).
+
+    Args:
+        counts: non-negative counts of the K cells, shape ``[K]``.
+        prior: pseudo-count per cell, ``> 0``.
+        num_rows: number of draws B.
+        generator: the only source of randomness.
+
+    Returns:
+        float64 tensor ``[B, K]``, each row summing to n (up to rounding).
+    """
+    alpha = counts.double() + float(prior)
+    n = counts.double().sum()
+    gamma = torch._standard_gamma(alpha.expand(num_rows, -1).contiguous(), generator=generator)
+    total = gamma.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
+    return gamma / total * n
 
 
 def _poisson_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
@@ -476,6 +508,15 @@ class ConfusionEngine(BootstrapEngine):
     cells: list
 
     higher_is_better: ClassVar[Optional[bool]] = None
+    #: pseudo-count added to every cell by ``resampling="bayesian"`` (0: Rubin's Bayesian bootstrap, no prior).
+    #: Set by ``BootstrapMetric(prior=...)``; a plain attribute, not a state (it is configuration).
+    prior: float = 0.0
+    #: ``BootstrapMetric(method="auto")``: when :meth:`smallest_count` is below ``auto_threshold``, ``compute``
+    #: returns the posterior with pseudo-count ``auto_prior`` instead of the bootstrap (0: never).
+    auto_prior: float = 0.0
+    auto_threshold: int = 0
+    #: whether the last ``compute`` returned posterior draws (credible interval, read off percentiles)
+    posterior_used: bool = False
 
     def __init__(
         self,
@@ -670,10 +711,10 @@ class ConfusionEngine(BootstrapEngine):
         self.counts = self.counts + batch.scatter_add_(0, codes, torch.ones_like(codes))
         # every mode draws at compute; Poisson: the weights of a cell's m elements sum to Poisson(m)
         if ids is not None and codes.numel() > 0:
-            pairs, pair_counts = torch.unique(torch.stack([ids.to(codes.device), codes]), dim=1, return_counts=True)
-            self.group_ids.append(pairs[0])
-            self.group_cells.append(pairs[1])
-            self.group_counts.append(pair_counts)
+            group_ids, cells, counts = count_pairs(ids.to(codes.device), codes, self.num_cells + 1)
+            self.group_ids.append(group_ids)
+            self.group_cells.append(cells)
+            self.group_counts.append(counts)
 
     # --------------------------------------------------------------------------------------- compute
     def _confmat_view(self, flat: Tensor) -> Tensor:
@@ -767,7 +808,7 @@ class ConfusionEngine(BootstrapEngine):
             cells, counts = dim_zero_cat(self.group_cells), dim_zero_cat(self.group_counts)
             per_group = torch.zeros(g, self.num_cells + 1, dtype=torch.long, device=ids.device)
             per_group = per_group.index_put((inverse, cells), counts, accumulate=True)
-        patterns, multiplicity = torch.unique(per_group, dim=0, return_counts=True)
+        patterns, multiplicity = unique_rows(per_group)
         return patterns[:, : self.num_cells].double(), multiplicity
 
     def _atoms(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -858,6 +899,25 @@ class ConfusionEngine(BootstrapEngine):
             outs.append(self.metric_from_cells(base - removed).reshape(stop - start, -1))
         return torch.cat(outs) if num_atoms else outs[0]
 
+    def _posterior_prior(self) -> float:
+        """The pseudo-count of the posterior this compute uses, or 0 for the bootstrap.
+
+        ``resampling="bayesian"`` with a prior, or ``method="auto"`` when the metric rests on few events
+        (:meth:`smallest_count` below ``auto_threshold``). Never for a paired comparison (joint cells: it keeps
+        the bootstrap). With groups, ``resampling="bayesian"`` stays Rubin's Dirichlet(1, ..., 1) over the
+        groups, and ``method="auto"`` in the few-event regime takes the posterior of the pooled table scaled to
+        G effective observations (:meth:`_posterior_chunks`; binary and multiclass only).
+        """
+        if self.paired:
+            return 0.0
+        grouped = self.grouped()
+        if self.resampling == "bayesian" and self.prior > 0 and not grouped:
+            return float(self.prior)
+        few_events = self.auto_prior > 0 and self.smallest_count() < self.auto_threshold
+        if few_events and not (grouped and self.task == "multilabel"):
+            return float(self.auto_prior)
+        return 0.0
+
     def _cell_poisson(self) -> bool:
         """Whether a Poisson replicate is drawn per cell (``Poisson(count)``): ungrouped binary/multiclass."""
         return self.resampling == "poisson" and self.task != "multilabel" and not self.grouped()
@@ -888,8 +948,102 @@ class ConfusionEngine(BootstrapEngine):
         for start in range(0, b, rows):
             yield torch.poisson(rates.expand(min(rows, b - start), k).contiguous(), generator=gen)
 
+    def _posterior_chunks(self, prior: float) -> Iterator[Tensor]:
+        """``[rows, K]`` draws of the posterior ``Dirichlet(counts + prior)`` of the cell probabilities (times n).
+
+        Binary/multiclass: one Dirichlet over the K cells (ignored elements are left out: they enter no
+        metric). With groups (``method="auto"`` with few events only) the counts are scaled to G effective
+        observations, ``counts * G / n``: a group then weighs as one observation, the conservative end of the
+        design effect (exact when the samples of a group always agree, and equal to the ungrouped posterior
+        for groups of one). Multilabel: the rows keep Rubin's ``Dirichlet(pattern counts)`` weights, and one prior
+        pseudo-row of mass ``T ~ Gamma(4·prior)`` is split per label by ``Dirichlet(prior, prior, prior,
+        prior)``; so each label's four cells are exactly ``Dirichlet(counts_l + prior)`` (against the rows
+        not ignored for that label) while the labels stay dependent as in the data.
+        """
+        b = self.num_bootstraps
+        if self.task != "multilabel":
+            counts = self.counts[: self.num_cells]
+            if self.grouped():
+                num_groups = torch.unique(dim_zero_cat(self.group_ids)).numel()
+                counts = counts.double() * (num_groups / counts.sum().clamp(min=1).double())
+            gen = self.generator(counts.device, stream=0)
+            rows = max(1, min(b, _DRAW_ELEMENTS // self.num_cells))
+            for start in range(0, b, rows):
+                yield _posterior_rows(counts, prior, min(rows, b - start), gen)
+            return
+        _, atom_counts, atom_cells = self._atoms()
+        gen = self.generator(atom_counts.device, stream=0)
+        num_labels = self.base_metric.num_labels
+        n = atom_counts.double().sum()
+        width = atom_counts.numel() + self.num_cells + 1
+        rows = max(1, min(b, _DRAW_ELEMENTS // width))
+        alpha = torch.full((num_labels, 4), float(prior), dtype=torch.float64, device=atom_counts.device)
+        tiny = torch.finfo(torch.float64).tiny
+        for start in range(0, b, rows):
+            r = min(rows, b - start)
+            observed = torch._standard_gamma(atom_counts.double().expand(r, -1).contiguous(), generator=gen)
+            total = torch._standard_gamma(
+                torch.full((r, 1), 4.0 * prior, dtype=torch.float64, device=atom_counts.device), generator=gen
+            )
+            split = torch._standard_gamma(alpha.expand(r, -1, -1).contiguous(), generator=gen)
+            split = split / split.sum(-1, keepdim=True).clamp(min=tiny)
+            cells = observed @ atom_cells + total * split.reshape(r, self.num_cells)
+            yield cells / (observed.sum(-1, keepdim=True) + total).clamp(min=tiny) * n
+
+    def posterior_output(self, prior: float) -> EngineOutput:
+        """The value and ``B`` draws of the metric under the posterior ``Dirichlet(counts + prior)``.
+
+        Used by ``resampling="bayesian"`` with a prior, and by ``BootstrapMetric(method="auto")`` in the
+        small-count regime (:meth:`smallest_count`). Draws come from stream 0 of the seed, so the result is a
+        function of the synced counts, the prior and the seed alone.
+
+        Args:
+            prior: pseudo-count per cell, ``> 0``.
+
+        Returns:
+            :class:`EngineOutput` without a jackknife (a credible interval is read off the quantiles).
+        """
+        full = self._atoms()[0]
+        value = self._value(full)
+        if int(full.sum()) == 0:
+            return EngineOutput(value=value, replicates=torch.zeros((0, *value.shape), device=full.device))
+        replicates = torch.cat([self._chunked_metric(w, None) for w in self._posterior_chunks(prior)])
+        return EngineOutput(value=value, replicates=replicates.reshape(self.num_bootstraps, *value.shape))
+
+    @property
+    def cells_per_table(self) -> int:
+        """Cells of one confusion table: 4 (binary; multilabel, per label) or C² (multiclass)."""
+        return self.base_metric.num_classes**2 if self.task == "multiclass" else 4
+
+    def smallest_count(self) -> int:
+        """The regime statistic of ``method="auto"``: the smallest per-class count the metric rests on.
+
+        For each class that occurs (as target or prediction) of the C x C table (binary: C = 2; multilabel:
+        each label's 2 x 2 table), its true positives, false negatives and false positives; the minimum
+        over them. For a binary table with both classes present this is the smallest of the four cells.
+        A small value means a metric that rests on a handful of events, where the multinomial bootstrap
+        cannot see errors the data do not contain (30 of 30 correct gives every replicate 30 of 30).
+
+        Returns:
+            The smallest such count (0 when nothing was counted).
+        """
+        full = self._atoms()[0]
+        if int(full.sum()) == 0:
+            return 0
+        if self.task == "multilabel":
+            cm = full.reshape(self.base_metric.num_labels, 2, 2)
+        else:
+            c = 2 if self.task == "binary" else self.base_metric.num_classes
+            cm = full.reshape(1, c, c)
+        diag, rows, cols = _marginals(cm)
+        per_class = torch.stack([diag, rows - diag, cols - diag], -1)  # tp, fn, fp: [tables, C, 3]
+        present = (rows + cols) > 0
+        return int(per_class[present].min()) if bool(present.any()) else 0
+
     def replicate_cells(self) -> Tensor:
         """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
+        if self._posterior_prior() > 0:
+            return torch.cat(list(self._posterior_chunks(self._posterior_prior())))
         if self._cell_poisson():
             return torch.cat(list(self._poisson_chunks()))
         _, atom_counts, atom_cells = self._atoms()
@@ -897,11 +1051,15 @@ class ConfusionEngine(BootstrapEngine):
 
     def compute(self) -> EngineOutput:
         """Value on all data, B replicates and (when asked) the weighted distinct jackknife values."""
+        self.posterior_used = False
         atoms = self._atoms()
         full = atoms[0]
         value = self._value(full)
         if int(full.sum()) == 0:  # nothing counted (no update, empty batches, all ignored): no replicates
             return EngineOutput(value=value, replicates=torch.zeros((0, *value.shape), device=full.device))
+        if self._posterior_prior() > 0:  # the posterior: percentile only, no jackknife
+            self.posterior_used = True
+            return self.posterior_output(self._posterior_prior())
         if self._cell_poisson():
             replicates = torch.cat([self._chunked_metric(w, None) for w in self._poisson_chunks()])
         else:

@@ -27,6 +27,15 @@ from lightning_ci.intervals import INTERVAL_METHODS, _rank_zero_warn, bootstrap_
 
 __all__ = ["BootstrapMetric", "to_log_dict"]
 
+#: named priors of the posterior mode, as pseudo-counts per confusion cell (``"table"`` depends on the table)
+PRIORS = ("table", "jeffreys", "uniform")
+_NAMED_PRIORS = {"jeffreys": 0.5, "uniform": 1.0}
+#: the prior used when ``prior`` is not given (chosen by the boundary study, docs/validation.md Part 4)
+DEFAULT_PRIOR = "table"
+#: ``method="auto"`` uses the posterior when the smallest per-class TP/FN/FP count is below this (rule stated
+#: before the boundary study: the textbook "at least 5 events" of the normal approximation)
+AUTO_SMALL_COUNT = 5
+
 _FAST_ENGINES = (
     ("lightning_ci.bootstrap.confusion", "ConfusionEngine"),
     ("lightning_ci.bootstrap.ranking", "RankingEngine"),
@@ -56,6 +65,33 @@ def select_engine(base_metric: Metric, resampling: str, paired: bool = False) ->
         if supports(base_metric, resampling):
             return cls
     return GenericEngine
+
+
+def _check_prior(prior: Any) -> None:
+    """Validate the ``prior`` argument of :class:`BootstrapMetric` (None, a named prior or a number >= 0)."""
+    if prior is None:
+        return
+    if isinstance(prior, str):
+        if prior not in PRIORS:
+            raise ValueError(
+                f"Expected argument `prior` to be None, one of {PRIORS} or a pseudo-count >= 0 but received {prior!r}"
+            )
+        return
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)):
+        raise TypeError(
+            f"Expected argument `prior` to be None, one of {PRIORS} or a pseudo-count >= 0 but received {prior!r}"
+        )
+    if not (prior >= 0 and prior < float("inf")):
+        raise ValueError(f"Expected argument `prior` to be a finite pseudo-count >= 0 but received {prior!r}")
+
+
+def _prior_value(prior: Any, cells_per_table: int) -> float:
+    """Pseudo-count per cell of a named or numeric prior (``"table"``: one pseudo-count per table)."""
+    if prior == "table":
+        return 1.0 / cells_per_table
+    if isinstance(prior, str):
+        return _NAMED_PRIORS[prior]
+    return float(prior)
 
 
 def _result_value(val: Any) -> Tensor:
@@ -89,7 +125,24 @@ class BootstrapMetric(WrapperMetric):
       drawn at compute time; the summed weights of ``m`` identical units are drawn at once as ``Poisson(m)``,
       so binary/multiclass confusion metrics and binary binned ranking metrics keep a constant-size state.
     - ``"bayesian"``: the Bayesian bootstrap (Rubin, 1981): ``Dirichlet(1, ..., 1)`` weights over the
-      samples seen. Only ``method="percentile"`` applies.
+      samples seen. Only ``method="percentile"`` applies. For the confusion family it is the exact posterior
+      ``Dirichlet(counts + prior)`` of the confusion-cell probabilities, with ``prior`` pseudo-counts in
+      *every* cell (default ``prior="table"``: one pseudo-count per table), so 30 of 30 correct still gives
+      a real interval; ``prior=0`` is Rubin's Bayesian bootstrap, ``Dirichlet(counts)``.
+
+    ``prior`` (confusion family only; ranking and generic metrics refuse it) is a pseudo-count per cell or a
+    name. What each means for accuracy, with k of n correct:
+
+    - ``"table"`` (default): ``1/K`` per cell of a K-cell table (1/4 binary, 1/C² multiclass, 1/4 per label
+      multilabel). Binary accuracy ~ ``Beta(k + 1/2, n - k + 1/2)``, Jeffreys' interval; multiclass accuracy
+      ~ ``Beta(k + 1/C, n - k + (C - 1)/C)``; recall of a class ~ ``Beta(tp + 1/K, fn + (C - 1)/K)``.
+    - ``"jeffreys"``: 1/2 per cell (Jeffreys' prior of the cell multinomial). Binary accuracy ~
+      ``Beta(k + 1, n - k + 1)``, the uniform prior on accuracy.
+    - ``"uniform"``: 1 per cell (Bayes-Laplace on the cells). Binary accuracy ~ ``Beta(k + 2, n - k + 2)``.
+    - a number ``a >= 0``: ``a`` per cell; binary accuracy ~ ``Beta(k + 2a, n - k + 2a)``.
+
+    Multilabel adds the pseudo-counts per label: each label's 2 x 2 table is exactly ``Dirichlet(counts_l +
+    prior)`` while the rows keep their cross-label dependence.
 
     **Reading a Bayesian credible interval next to a confidence interval.** The multinomial/Poisson bounds
     form a *confidence interval*: a procedure that, over repeated validation sets drawn from the same
@@ -110,8 +163,19 @@ class BootstrapMetric(WrapperMetric):
     ``resampling="bayesian"`` or on the generic path (where a jackknife costs ``n`` re-evaluations). The
     coverage study in ``docs/validation.md`` chose it: over 2,000 simulated sets per cell, BCa was the only
     method never below the Monte Carlo band of 95% for accuracy, macro-F1 and AUROC at n = 50 ... 5000,
-    at about 1% more width than percentile, which under-covers at n <= 100 (93.2-94.2%). The resolved
-    method is ``self.method``.
+    at about 1% more width than percentile, which under-covers at n <= 100 (93.2-94.2%).
+
+    **Near 0 and 1** no bootstrap works: with 30 of 30 correct every resample is 30 of 30, and the interval
+    is a point (about 60% coverage at n = 30, accuracy 0.97). So on the confusion family ``"auto"`` (with
+    multinomial or Poisson resampling) switches, at compute time, to the posterior ``Dirichlet(counts +
+    prior)`` (its percentile credible interval) whenever the smallest count the metric rests on is below 5:
+    for each class that occurs, its true positives, false negatives and false positives (per label for
+    multilabel; for binary, the smallest of the four cells). The boundary study in ``docs/validation.md``
+    chose this rule. After ``compute``, ``self.method`` says which was used: ``"posterior"`` or ``"bca"``
+    (``self.method_requested`` keeps ``"auto"``). An interval always contains the estimate, so at 30 of 30
+    the default is ``[q, 1]`` with ``q`` the 2.5% posterior quantile (Jeffreys' interval, with its usual
+    end at 1). A mode chosen explicitly (``method="percentile"``, ``prior=0``, ...) that gives a point interval
+    says so in a warning that names the option giving a real one.
     Degenerate cases (all replicates equal, the metric undefined in some replicates) give finite bounds
     and a ``UserWarning``.
 
@@ -134,15 +198,21 @@ class BootstrapMetric(WrapperMetric):
         seed: fixes the result. ``None`` draws a seed with :mod:`secrets` (the global torch RNG is never
             used); under an initialised ``torch.distributed`` process group rank 0's seed is broadcast at
             the first ``compute`` so that all ranks agree.
+        prior: pseudo-counts per confusion cell for the posterior (``resampling="bayesian"``, and the
+            small-count regime of ``method="auto"``): ``None`` (the default, ``"table"``), ``"table"``,
+            ``"jeffreys"``, ``"uniform"`` or a number ``>= 0`` (0: no prior). Confusion family only.
         kwargs: torchmetrics ``Metric`` keyword arguments (``sync_on_compute``, ``process_group``,
             ``dist_sync_fn``, ``compute_on_cpu``, ...), passed on to the replicate engine that holds the
             states.
 
     Raises:
-        TypeError: if ``base_metric`` is not a torchmetrics ``Metric`` or ``seed`` is not an int or None.
+        TypeError: if ``base_metric`` is not a torchmetrics ``Metric``, ``seed`` is not an int or None, or
+            ``prior`` is not None, a string or a number.
         ValueError: if ``num_bootstraps`` is not an integer larger than 1, ``confidence_level`` is not in
             ``(0, 1)``, ``method`` or ``resampling`` is unknown, or ``resampling="bayesian"`` is combined
-            with a method other than ``"percentile"`` (or with a generic metric that takes no sample weights).
+            with a method other than ``"percentile"`` (or with a generic metric that takes no sample weights);
+            if ``prior`` is an unknown name, negative or not finite, is given for a metric outside the
+            confusion family, or with a mode that never uses the posterior (not bayesian, not ``"auto"``).
 
     Example:
         >>> import torch
@@ -162,6 +232,14 @@ class BootstrapMetric(WrapperMetric):
         True
         >>> sorted(to_log_dict(result, "val_acc"))
         ['val_acc', 'val_acc_lower', 'val_acc_upper']
+
+        Near the boundary (30 of 30 correct) the default switches to the posterior and gives a real interval:
+
+        >>> perfect = BootstrapMetric(BinaryAccuracy(), seed=0)
+        >>> perfect.update(torch.ones(30), torch.ones(30))
+        >>> result = perfect.compute()
+        >>> perfect.method, round(result["lower"].item(), 2), result["upper"].item()
+        ('posterior', 0.92, 1.0)
     """
 
     is_differentiable: ClassVar[bool] = False
@@ -181,6 +259,7 @@ class BootstrapMetric(WrapperMetric):
         method: str = "auto",
         resampling: str = "multinomial",
         seed: Optional[int] = None,
+        prior: Optional[Union[float, str]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -218,6 +297,13 @@ class BootstrapMetric(WrapperMetric):
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"Expected argument `seed` to be an integer or None but received {seed!r}")
+        _check_prior(prior)
+        if prior is not None and resampling != "bayesian" and method != "auto":
+            raise ValueError(
+                f"Expected argument `prior` only with `resampling='bayesian'` or `method='auto'` but received "
+                f"prior={prior!r} with resampling={resampling!r} and method={method!r}: a prior enters only the "
+                "posterior, which those modes use."
+            )
 
         self.num_bootstraps = num_bootstraps
         self.confidence_level = float(confidence_level)
@@ -234,6 +320,23 @@ class BootstrapMetric(WrapperMetric):
         engine_metric.reset()
         self.__dict__["_template"] = deepcopy(engine_metric)  # the wrapped metric, never updated (not a module)
         engine_cls = select_engine(engine_metric, resampling, self._paired)
+        # the confusion family's posterior; not for paired comparisons (joint cells), which keep the bootstrap
+        posterior_capable = hasattr(engine_cls, "posterior_output") and not self._paired
+        if prior is not None and self._paired:
+            raise ValueError(
+                f"Expected `prior=None` for a paired comparison but received prior={prior!r}: the posterior mode"
+                " covers one model's confusion table, not the joint table of two models. Use the bootstrap"
+                " (`resampling='multinomial'`, the default)."
+            )
+        if prior is not None and not posterior_capable:
+            raise ValueError(
+                f"Expected argument `prior` only for confusion-matrix metrics (accuracy, precision, recall, F-beta, "
+                f"specificity, Jaccard, MCC, kappa) but received prior={prior!r} for "
+                f"{type(base_metric).__name__}, which goes through the {engine_cls.__name__}: its Bayesian mode has "
+                "no cell counts to put pseudo-counts on. Leave `prior=None`."
+            )
+        self.method_requested = method
+        self._prior_given = prior is not None
         if method == "auto":
             fast = engine_cls is not GenericEngine
             method = "bca" if fast and resampling != "bayesian" else "percentile"
@@ -245,6 +348,16 @@ class BootstrapMetric(WrapperMetric):
         self.engine = engine_cls(
             engine_metric, num_bootstraps, resampling, seed, method == "bca", paired=self._paired, **kwargs
         )
+        #: the resolved pseudo-count per confusion cell (None where the engine has no posterior mode)
+        self.prior: Optional[float] = None
+        if posterior_capable:
+            self.prior = _prior_value(DEFAULT_PRIOR if prior is None else prior, self.engine.cells_per_table)
+            if resampling == "bayesian":
+                self.engine.prior = self.prior
+            elif self.method_requested == "auto" and self.prior > 0:
+                self.engine.auto_prior = self.prior
+                self.engine.auto_threshold = AUTO_SMALL_COUNT
+        self._base_method = method
         # the metric's mathematical range (not torchmetrics' plot hints, which are 0/1 for MCC and kappa)
         self._range = metric_range(base_metric)
         self._batch_metric: Optional[Metric] = None  # made on the first forward (batch values only)
@@ -275,6 +388,12 @@ class BootstrapMetric(WrapperMetric):
                 "Expected argument `groups` in every `update` since the last `reset` or in none, but "
                 + ("received groups after updates without them." if grouped else "it is missing in this update.")
             )
+        if grouped and self._prior_given:
+            raise ValueError(
+                f"Expected `prior=None` with `groups` but received prior={self.prior!r}: with groups the units are"
+                " groups, and Bayesian resampling gives each group a Dirichlet(1, ..., 1) weight (Rubin's Bayesian"
+                " bootstrap over groups); a per-cell prior has no meaning there."
+            )
         self._grouped = grouped
 
     def update(self, *args: Any, groups: Optional[Tensor] = None, **kwargs: Any) -> None:
@@ -293,6 +412,20 @@ class BootstrapMetric(WrapperMetric):
         Raises:
             ValueError: if ``groups`` is given in some updates and not in others, or its length is not the
                 batch's number of samples; also a ``TypeError`` (the same exception) for non-integer ids.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics.classification import BinaryAccuracy
+            >>> target = torch.ones(120, dtype=torch.long)
+            >>> preds = (torch.arange(120) % 9 != 0).long()  # 14 errors
+            >>> documents = torch.arange(120) // 4  # 30 documents of 4 sentences
+            >>> metric = BootstrapMetric(BinaryAccuracy(), num_bootstraps=500, seed=0)
+            >>> metric.update(preds, target, groups=documents)  # resample documents, not sentences
+            >>> result = metric.compute()
+            >>> result["value"]
+            tensor(0.8833)
+            >>> bool(result["lower"] < result["value"] < result["upper"])
+            True
         """
         self._check_groups(groups)
         if groups is None:
@@ -356,7 +489,25 @@ class BootstrapMetric(WrapperMetric):
             nan = torch.full(value.shape, float("nan"), dtype=dtype, device=value.device)
             return {"value": value, "lower": nan, "upper": nan.clone(), "std": nan.clone()}
         replicates = out.replicates.reshape(out.replicates.shape[0], *value.shape)
-        lower, upper = self._interval(out, self.method)
+        posterior = bool(getattr(self.engine, "posterior_used", False))
+        self.method = "posterior" if posterior and self.resampling != "bayesian" else self._base_method
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lower, upper = self._interval(out, "percentile" if posterior else self.method)
+        for w in caught:
+            if self.prior is not None and "degenerate" in str(w.message):
+                continue  # said below, naming the option that gives a real interval
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        zero = (lower == upper) & torch.isfinite(value) & (replicates == replicates[:1]).all(0)
+        if self.prior is not None and bool(zero.any()):
+            _rank_zero_warn(
+                f"BootstrapMetric: a zero-width interval for {int(zero.sum())} of {zero.numel()} element(s): every "
+                f"{'posterior draw' if posterior else 'bootstrap replicate'} equals the estimate (e.g. 30 of 30 "
+                "correct: a resample cannot contain an error the data do not), so the interval is the point "
+                f"estimate. For a real interval use `method='auto'` (the default, which switches to the posterior "
+                f"Dirichlet(counts + prior) when a count is below {AUTO_SMALL_COUNT}) or `resampling='bayesian'` with "
+                f"`prior='{DEFAULT_PRIOR}'` (or any pseudo-count > 0)."
+            )
         std = bootstrap_std(replicates)
         return {"value": value, "lower": lower, "upper": upper, "std": std.to(dtype)}
 
