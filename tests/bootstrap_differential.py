@@ -12,6 +12,11 @@ resampling mode and a method, data (probabilities or logits, ties, ignored targe
   of the samples, and the order two interleaved DDP shards produce (even indices, then odd ones);
 - ``persistent(True)``: a ``state_dict`` taken mid-way and loaded into a fresh metric resumes to the same result.
 
+With ``--variants``, a configuration is also drawn (from its own random stream, so the plain configurations stay
+the same) as a grouped one (``update(..., groups=ids)``, random ids, groups split across batches) or a paired one
+(``PairedBootstrapMetric`` with a second model's predictions): the same checks, with ``value_a``/``value_b``
+against torchmetrics and the interval of the difference in the range of a difference.
+
 Prints the number of configurations and of each check, and every failure.
 """
 
@@ -32,7 +37,7 @@ from torchmetrics import classification as C
 from torchmetrics import regression as R
 from torchmetrics.aggregation import MeanMetric
 
-from lightning_ci import BootstrapMetric
+from lightning_ci import BootstrapMetric, PairedBootstrapMetric
 from lightning_ci.bootstrap._ranges import metric_range
 
 CONFUSION = ["Accuracy", "Precision", "Recall", "F1Score", "FBetaScore", "Specificity", "JaccardIndex",
@@ -174,11 +179,21 @@ def _split(n: int, rng: random.Random, allow_empty: bool) -> list[int]:
     return sizes
 
 
-def _feed(metric: Metric, data: tuple[Tensor, ...], order: Tensor, sizes: list[int]) -> Metric:
+def _feed(
+    metric: Metric,
+    data: tuple[Tensor, ...],
+    order: Tensor,
+    sizes: list[int],
+    groups: Tensor | None = None,
+    preds_b: Tensor | None = None,
+) -> Metric:
     start = 0
     for s in sizes:
         idx = order[start : start + s]
-        metric.update(*(d[idx] for d in data))
+        args = [d[idx] for d in data]
+        if preds_b is not None:  # PairedBootstrapMetric: (preds_a, preds_b, target)
+            args = [args[0], preds_b[idx], *args[1:]]
+        metric.update(*args, **({} if groups is None else {"groups": groups[idx]}))
         start += s
     return metric
 
@@ -187,7 +202,9 @@ def _same(a: dict[str, Tensor], b: dict[str, Tensor], rtol: float = 1e-6) -> boo
     return all(torch.allclose(a[k].double(), b[k].double(), rtol=rtol, atol=1e-6, equal_nan=True) for k in a)
 
 
-def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = None) -> Counter:
+def run(
+    num_configs: int, seed: int, verbose: bool, only: list[int] | None = None, variants: bool = False
+) -> Counter:
     counts: Counter = Counter()
     failures: list[str] = []
     for i in only if only else range(num_configs):
@@ -209,8 +226,23 @@ def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = Non
         allow_empty = True
         sizes = _split(n, rng, allow_empty)
         order = torch.arange(n)
-        label = f"#{i} {info['name']} {resampling}/{method} n={n} logits={logits}"
+        # grouped / paired variants from a stream of their own: the plain configurations do not change
+        vrng = random.Random(seed * 7_000_003 + i + 1)
+        variant = vrng.choices(["plain", "grouped", "paired"], weights=[2, 1, 1])[0] if variants else "plain"
+        groups = preds_b = None
+        if variant == "grouped":
+            groups = torch.tensor([vrng.randrange(max(1, n // 3)) * 5 - 7 for _ in range(n)], dtype=torch.long)
+        elif variant == "paired":
+            other = _data(info, n, random.Random(seed * 5_000_011 + i), logits)
+            if len(data) != 2 or other[0].shape != data[0].shape:
+                variant = "plain"
+            else:
+                preds_b = other[0]
+        wrapper = PairedBootstrapMetric if variant == "paired" else BootstrapMetric
+        key = "difference" if variant == "paired" else "value"
+        label = f"#{i} {info['name']} {resampling}/{method} n={n} logits={logits} {variant}"
         counts["configs"] += 1
+        counts[f"variant {variant}"] += 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -219,6 +251,8 @@ def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = Non
                 try:
                     _feed(ref, data, order, sizes)
                     ref_value = ref.compute()
+                    if preds_b is not None:
+                        ref_value = (ref_value, _feed(factory(), (preds_b, *data[1:]), order, sizes).compute())
                 except Exception as err:  # torchmetrics raises: so must we (on update or compute)
                     ref_err = err
                 if ref_err is not None and 0 in sizes and n > 0:
@@ -227,20 +261,23 @@ def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = Non
                     counts["empty batch torchmetrics rejects: compared without it"] += 1
                     ref, ref_err = factory(), None
                     try:
-                        _feed(ref, data, order, [x for x in sizes if x > 0])
+                        nonempty = [x for x in sizes if x > 0]
+                        _feed(ref, data, order, nonempty)
                         ref_value = ref.compute()
+                        if preds_b is not None:
+                            ref_value = (ref_value, _feed(factory(), (preds_b, *data[1:]), order, nonempty).compute())
                     except Exception as err:
                         ref_err = err
                 try:
-                    metric = BootstrapMetric(factory(), num_bootstraps=b, method=method, resampling=resampling,
-                                             seed=i)  # fmt: skip
+                    metric = wrapper(factory(), num_bootstraps=b, method=method, resampling=resampling,
+                                     seed=i)  # fmt: skip
                 except ValueError as err:
                     if "Bayesian bootstrap is not available" not in str(err):
                         raise
                     counts["Bayesian refused: generic metric without sample weights (documented)"] += 1
                     continue
                 try:
-                    _feed(metric, data, order, sizes)
+                    _feed(metric, data, order, sizes, groups, preds_b)
                     res = metric.compute()
                 except Exception as err:
                     if ref_err is not None:
@@ -263,11 +300,12 @@ def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = Non
                     counts["FAIL does not raise"] += 1
                     continue
                 counts["value checked"] += 1
-                if not torch.allclose(res["value"].double(), ref_value.double(), rtol=1e-6, atol=1e-6,
-                                      equal_nan=True):  # fmt: skip
-                    failures.append(f"{label}: value {res['value']} != torchmetrics {ref_value}")
-                    counts["FAIL value"] += 1
-                value = res["value"]
+                pairs = [("value", ref_value)] if preds_b is None else list(zip(("value_a", "value_b"), ref_value))
+                for name, want in pairs:
+                    if not torch.allclose(res[name].double(), want.double(), rtol=1e-6, atol=1e-6, equal_nan=True):
+                        failures.append(f"{label}: {name} {res[name]} != torchmetrics {want}")
+                        counts["FAIL value"] += 1
+                value = res[key]
                 if bool(torch.isnan(res["std"]).all()):  # no sample to resample: NaN bounds by design
                     counts["no samples: NaN bounds"] += 1
                     if not (all_ignored and torch.isnan(res["lower"]).all() and torch.isnan(res["upper"]).all()):
@@ -281,6 +319,8 @@ def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = Non
                 else:
                     counts["containment checked"] += 1
                 low, high = metric_range(factory())
+                if preds_b is not None:  # the range of a difference
+                    low, high = (low - high, high - low) if low is not None and high is not None else (None, None)
                 lo_ok = low is None or bool((res["lower"][finite] >= low).all())
                 hi_ok = high is None or bool((res["upper"][finite] <= high).all())
                 if not (lo_ok and hi_ok):
@@ -291,23 +331,23 @@ def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = Non
                     perm = torch.randperm(n, generator=g)
                     interleaved = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
                     for how, o in (("split", order), ("permutation", perm), ("interleaved", interleaved)):
-                        other = BootstrapMetric(factory(), num_bootstraps=b, method=method, resampling=resampling,
-                                                seed=i)  # fmt: skip
-                        res2 = _feed(other, data, o, _split(n, rng, allow_empty)).compute()
+                        other = wrapper(factory(), num_bootstraps=b, method=method, resampling=resampling,
+                                        seed=i)  # fmt: skip
+                        res2 = _feed(other, data, o, _split(n, rng, allow_empty), groups, preds_b).compute()
                         counts[f"invariance ({how}) checked"] += 1
                         # the generic path's point estimate sums batch by batch in float32: rounding
                         if not _same(res, res2, rtol=1e-5 if family == "generic" else 1e-6):
                             failures.append(f"{label}: not invariant under {how}: {res} vs {res2}")
                             counts[f"FAIL invariance ({how})"] += 1
                 if n > 1 and len(sizes) > 1:
-                    first = BootstrapMetric(factory(), num_bootstraps=b, method=method, resampling=resampling, seed=i)
+                    first = wrapper(factory(), num_bootstraps=b, method=method, resampling=resampling, seed=i)
                     first.persistent(True)
                     half = len(sizes) // 2
-                    _feed(first, data, order[: sum(sizes[:half])], sizes[:half])
-                    resumed = BootstrapMetric(factory(), num_bootstraps=b, method=method, resampling=resampling)
+                    _feed(first, data, order[: sum(sizes[:half])], sizes[:half], groups, preds_b)
+                    resumed = wrapper(factory(), num_bootstraps=b, method=method, resampling=resampling)
                     resumed.load_state_dict(copy.deepcopy(first.state_dict()))
                     start = sum(sizes[:half])
-                    _feed(resumed, data, order[start:], sizes[half:])
+                    _feed(resumed, data, order[start:], sizes[half:], groups, preds_b)
                     counts["resume checked"] += 1
                     if not _same(res, resumed.compute()):
                         failures.append(f"{label}: resumed result differs")
@@ -326,9 +366,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--only", type=int, nargs="*", help="run only these configuration indices")
+    parser.add_argument("--variants", action="store_true", help="also grouped and paired configurations")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    counts = run(args.configs, args.seed, args.verbose, args.only)
+    counts = run(args.configs, args.seed, args.verbose, args.only, args.variants)
     for key, value in sorted(counts.items()):
         print(f"{key}: {value}")
 

@@ -122,7 +122,9 @@ def test_smoke_prints_table_and_overlap_sentence(smoke):
     assert len(rows) == 2
     assert all(line.count("[") == 3 and line.count("]") == 3 for line in rows)  # value [lower, upper] x 3
     assert "The best epoch by val_acc is epoch" in proc.stdout
-    assert "interval overlaps" in proc.stdout
+    text = " ".join(proc.stdout.split())  # the sentence is wrapped
+    assert "Paired on the same validation texts" in text  # the paired verdict, not the overlap rule
+    assert "epoch 1 − epoch 0 =" in text or "epoch 0 − epoch 1 =" in text
     assert "Traceback" not in proc.stderr
 
 

@@ -39,8 +39,8 @@ def _error(capsys: pytest.CaptureFixture, *args: str, out: Path) -> str:
     return lines[0]
 
 
-def _csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label", bom: bool = False) -> Path:
-    body = header + "\n" + "".join(f"{t},{lab}\n" for t, lab in rows)
+def _csv(path: Path, rows: list[tuple[str, ...]], header: str = "text,label", bom: bool = False) -> Path:
+    body = header + "\n" + "".join(",".join(row) + "\n" for row in rows)
     path.write_text(("\ufeff" if bom else "") + body, encoding="utf-8")
     return path
 
@@ -69,6 +69,7 @@ def _texts(n: int, prefix: str = "review") -> list[str]:
         (["--schedule", "0:2", "--effective-batch-size", "32"], "exclude each other"),
         (["--effective-batch-size", "0:32,x:64"], "--effective-batch-size"),
         (["--max-length", "600"], "--max-length 600 is more than the 512 token positions"),
+        (["--max-val-samples", "1"], "1 validation text(s): a bootstrap interval needs at least two"),
     ],
 )
 def test_bad_flags_give_one_error_line(capsys, tmp_path, args, expected):
@@ -190,6 +191,18 @@ def test_undefined_metrics_and_overlap_count():
     assert set(absent) == {"val_f1", "val_auroc"} and "['b']" in absent["val_f1"]
     assert set(ftc_data.undefined_metrics([1], ["0", "1"])) == {"val_acc", "val_f1", "val_auroc"}
     assert ftc_data.count_overlap(["A b ", "c"], ["a b", "d", "c", "e"]) == 2
+
+
+def test_group_column_missing_or_empty(capsys, tmp_path):
+    path = _csv(tmp_path / "mine.csv", [(t, str(i % 2)) for i, t in enumerate(_texts(20))])
+    err = _error(capsys, "--dataset", str(path), "--group-column", "doc", out=tmp_path / "out")
+    assert "missing the column(s) ['doc']" in err and "--group-column" in err
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _csv(folder / "train.csv", [(t, str(i % 2)) for i, t in enumerate(_texts(10))])
+    _csv(folder / "validation.csv", [("a", "0", "d1"), ("b", "1", "")], header="text,label,doc")
+    err = _error(capsys, "--dataset", str(folder), "--group-column", "doc", out=tmp_path / "out2")
+    assert "validation.csv line 3 has no 'doc' (--group-column)" in err
 
 
 def test_monitor_on_an_undefined_metric_is_refused(capsys, tmp_path):

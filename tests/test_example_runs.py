@@ -176,6 +176,34 @@ def test_one_class_validation_shows_na(tiny_models, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Issues 10 and 11: paired verdicts between epochs, --group-column
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_paired_verdicts_with_group_column(tiny_models, tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _write(folder / "train.csv", [(r["text"], r["label"]) for r in _shipped("train", 48)])
+    val = _shipped("validation", 30)
+    with (folder / "validation.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label", "doc"])
+        writer.writerows((r["text"], r["label"], f"doc{i // 3}") for i, r in enumerate(val))  # 10 sources of 3
+    out = tmp_path / "out"
+    rc = ftc.main(["--model", str(tiny_models["bert"]), "--dataset", str(folder), "--group-column", "doc",
+                   "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--num-bootstraps", "200",
+                   "--output-dir", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-3000:]
+    text = " ".join(captured.out.split())  # the sentence is wrapped at 110 columns
+    assert "Paired on the same validation texts (95% bootstrap interval of the difference):" in text
+    assert "interval overlaps" not in text
+    summary = " ".join((out / "summary.txt").read_text().split())
+    best = int(summary.split("The best epoch by val_acc is epoch ")[1][0])
+    other = 1 - best
+    assert f"epoch {best} − epoch {other} = " in summary and "p = " in summary
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Divergence: a clear stop, exit 1, and no checkpoint from NaN weights
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.slow

@@ -58,6 +58,7 @@ SCIPY_METHOD = "percentile"  # BCa's jackknife would double its cost; ours is th
 TIMING_SIMS = 5
 ALPHA = 0.05
 GROUPS = ("ours", "closed", "marginal", "scipy")
+POWER_RESULTS = "paired_power_results.json"  # the power cells run on fewer sets (see the report)
 
 
 def cell_key(metric: str, level_id: int, delta_id: int, n: int) -> str:
@@ -313,13 +314,16 @@ def _save(path: Path, results: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "paired_results.json"
+    path = out / args.results_file
     results = _load(path)
     for part in args.merge:  # runs split over processes (each with its own --out): union of their groups
         for key, cell in _load(Path(part))["cells"].items():
             mine = results["cells"].setdefault(key, {k: v for k, v in cell.items() if k != "groups"})
-            mine.setdefault("groups", {}).update(cell.get("groups", {}))
-    groups_wanted = set(args.groups)
+            have = mine.setdefault("groups", {})
+            for g, res in cell.get("groups", {}).items():
+                if res.get("sims", 0) >= have.get(g, {}).get("sims", 0):
+                    have[g] = res
+    groups_wanted = set() if args.report_only else set(args.groups)
     if "ours" in groups_wanted and not have_paired():
         print("lightning_ci.PairedBootstrapMetric is not available yet: skipping the 'ours' group", flush=True)
         groups_wanted.discard("ours")
@@ -404,6 +408,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
     parser.add_argument("--timing-sims", type=int, default=TIMING_SIMS)
+    parser.add_argument(
+        "--results-file",
+        default="paired_results.json",
+        help="cache file under --out (the power curves' reduced-S run uses paired_power_results.json)",
+    )
+    parser.add_argument("--report-only", action="store_true", help="merge and report, run no cell")
     parser.add_argument("--no-report", action="store_true", help="only run the cells")
     parser.add_argument("--out", default="docs/validation")
     args = parser.parse_args(argv)
@@ -418,7 +428,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_report:
         import paired_report
 
-        paired_report.write_report(results, Path(args.out))
+        power_path = Path(args.out) / POWER_RESULTS
+        power = _load(power_path) if power_path.exists() and args.results_file != POWER_RESULTS else None
+        paired_report.write_report(results, Path(args.out), power)
     return results
 
 

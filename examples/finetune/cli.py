@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="column holding the labels (numbers compare by value, so 1 and 1.0 are one class)",
     )
     data.add_argument(
+        "--group-column",
+        default=None,
+        help="column of source ids (CSV/JSONL data), e.g. a document id: when several examples share a source,"
+        " the intervals and comparisons resample whole sources (a cluster bootstrap)",
+    )
+    data.add_argument(
         "--max-length",
         type=int,
         default=64,

@@ -291,17 +291,26 @@ def undefined_metrics(val_labels: Sequence[int], label_names: Sequence[str]) -> 
     }
 
 
-class TextDataset(torch.utils.data.Dataset):
-    """(text, label) pairs; tokenisation happens per batch in :class:`Collate`."""
+def group_ids(groups: Sequence[str]) -> list[int]:
+    """Integer ids for ``--group-column`` values, in order of first appearance (``groups=`` of the metrics)."""
+    index: dict[str, int] = {}
+    return [index.setdefault(g, len(index)) for g in groups]
 
-    def __init__(self, texts: list[str], labels: list[int]) -> None:
-        self.texts, self.labels = texts, labels
+
+class TextDataset(torch.utils.data.Dataset):
+    """(text, label) pairs, or (text, label, group id) triples; tokenisation happens per batch in
+    :class:`Collate`."""
+
+    def __init__(self, texts: list[str], labels: list[int], groups: Optional[list[int]] = None) -> None:
+        self.texts, self.labels, self.groups = texts, labels, groups
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def __getitem__(self, i: int) -> tuple[str, int]:
-        return self.texts[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple:
+        if self.groups is None:
+            return self.texts[i], self.labels[i]
+        return self.texts[i], self.labels[i], self.groups[i]
 
 
 class Collate:
@@ -310,10 +319,12 @@ class Collate:
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         self.tokenizer, self.max_length = tokenizer, max_length
 
-    def __call__(self, batch: list[tuple[str, int]]) -> dict[str, torch.Tensor]:
-        texts, labels = zip(*batch)
+    def __call__(self, batch: list[tuple]) -> dict[str, torch.Tensor]:
+        texts, labels, *groups = zip(*batch)
         enc = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         enc["labels"] = torch.tensor(labels, dtype=torch.long)
+        if groups:  # popped by the module before the model sees the batch
+            enc["groups"] = torch.tensor(groups[0], dtype=torch.long)
         return dict(enc)

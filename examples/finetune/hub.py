@@ -104,5 +104,6 @@ def check_hub_reachable(flag: str, name: str, repo_type: str = "model") -> bool:
         return True
     raise ExampleError(
         f"{flag} {name!r} is not a local path, and the Hugging Face hub ({hub_endpoint()}) could not be reached"
-        " (no network?): connect to the network, or pass a local folder or file"
+        " (no network?): connect to the network, pass a local folder or file, or set HF_HUB_OFFLINE=1 to use"
+        " what is in the local cache"
     )

@@ -149,6 +149,20 @@ def load_model(
     return model, tokenizer
 
 
+def base_metric(name: str, num_classes: int) -> Any:
+    """The torchmetrics metric behind ``val_acc``, ``val_f1`` or ``val_auroc``."""
+    if name == "val_acc":
+        return MulticlassAccuracy(num_classes=num_classes, average="micro")
+    if name == "val_f1":
+        return MulticlassF1Score(num_classes=num_classes, average="macro")
+    return BinaryAUROC() if num_classes == 2 else MulticlassAUROC(num_classes=num_classes)
+
+
+def metric_input(name: str, probs: torch.Tensor) -> torch.Tensor:
+    """What :func:`base_metric` takes from the class probabilities: the positive class's for a binary AUROC."""
+    return probs[:, 1] if name == "val_auroc" and probs.shape[1] == 2 else probs
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warmup then linear decay, with every one of the ``total`` steps at a nonzero learning rate.
 
@@ -171,6 +185,8 @@ class TextClassifier(pl.LightningModule):
         num_bootstraps, confidence_level, seed: for the :class:`~lightning_ci.BootstrapMetric` intervals.
         undefined: metrics that are undefined on the validation data, with the reason: they are logged as NaN
             (shown as n/a) instead of a number.
+        keep_predictions: keep every validation epoch's predictions (this rank's share, on the CPU) in
+            :attr:`predictions`, ``{epoch: (probs, labels, groups)}``, for the paired comparison of epochs.
     """
 
     def __init__(
@@ -184,6 +200,7 @@ class TextClassifier(pl.LightningModule):
         confidence_level: float = 0.95,
         seed: int = 0,
         undefined: Optional[dict[str, str]] = None,
+        keep_predictions: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -192,22 +209,21 @@ class TextClassifier(pl.LightningModule):
         self.undefined = dict(undefined or {})
         c = num_labels
 
-        def bootstrap(metric: Any) -> BootstrapMetric:
-            return BootstrapMetric(metric, num_bootstraps=num_bootstraps, confidence_level=confidence_level, seed=seed)
-
         # Each is a torchmetrics Metric: states are synced across DDP ranks before compute().
-        metrics = {
-            "val_acc": bootstrap(MulticlassAccuracy(num_classes=c, average="micro")),
-            "val_f1": bootstrap(MulticlassF1Score(num_classes=c, average="macro")),
-            "val_auroc": bootstrap(BinaryAUROC() if c == 2 else MulticlassAUROC(num_classes=c)),
-        }
-        self.val_metrics = torch.nn.ModuleDict({k: v for k, v in metrics.items() if k not in self.undefined})
+        self.val_metrics = torch.nn.ModuleDict({
+            name: BootstrapMetric(base_metric(name, c), num_bootstraps=num_bootstraps,
+                                  confidence_level=confidence_level, seed=seed)
+            for name in METRICS if name not in self.undefined
+        })  # fmt: skip
+        self.keep_predictions = keep_predictions
+        self.predictions: dict[int, tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = {}
+        self._epoch_preds: list[tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = []
         self.val_loss = MeanMetric()  # weighted by batch size: exact under DDP however the shards split
         # With LoRA the checkpoints hold the trained weights only (see on_save_checkpoint): load them non-strictly.
         self.strict_loading = not any(not p.requires_grad for p in self.model.parameters())
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
-        return self.model(**batch)
+        return self.model(**{k: v for k, v in batch.items() if k != "groups"})
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # `out.loss` is the mean over the batch's samples, which is what AccumulationScheduler's default
@@ -226,7 +242,7 @@ class TextClassifier(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["labels"]))
         return loss
 
-    def on_validation_epoch_start(self) -> None:
+    def _check_finite_weights(self) -> None:
         if self.trainer.sanity_checking:
             return
         bad = next((n for n, p in self.named_parameters() if not bool(torch.isfinite(p).all())), None)
@@ -240,15 +256,32 @@ class TextClassifier(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self(batch)
         probs = out.logits.float().softmax(dim=-1)
-        labels = batch["labels"]
+        labels, groups = batch["labels"], batch.get("groups")
+        if self.keep_predictions and not self.trainer.sanity_checking:
+            cpu = (probs.detach().cpu(), labels.cpu(), None if groups is None else groups.cpu())
+            self._epoch_preds.append(cpu)
         for name, metric in self.val_metrics.items():
-            metric.update(probs[:, 1] if name == "val_auroc" and probs.shape[1] == 2 else probs, labels)
+            metric.update(
+                metric_input(name, probs), labels, groups=groups
+            )  # groups: a cluster bootstrap over --group-column
             # value, lower and upper: Lightning computes (once), syncs across DDP ranks and resets at epoch end
             self.log_dict(metric.loggable(name), on_epoch=True)
         self.val_loss.update(out.loss.float(), weight=len(labels))
         self.log("val_loss", self.val_loss, prog_bar=True, on_epoch=True)
 
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_preds = []
+        self._check_finite_weights()
+
     def on_validation_epoch_end(self) -> None:
+        if self._epoch_preds and not self.trainer.sanity_checking:
+            probs, labels, groups = zip(*self._epoch_preds)
+            self.predictions[self.current_epoch] = (
+                torch.cat(probs),
+                torch.cat(labels),
+                None if groups[0] is None else torch.cat(groups),
+            )
+        self._epoch_preds = []
         for name in self.undefined:  # NaN in the CSV, "n/a" in the table and the plot
             nan = torch.tensor(math.nan, device=self.device)
             self.log_dict({name: nan, f"{name}_lower": nan, f"{name}_upper": nan})

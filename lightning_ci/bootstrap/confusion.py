@@ -92,7 +92,14 @@ from torchmetrics.functional.classification.stat_scores import (
 from torchmetrics.utilities.compute import _safe_divide
 from torchmetrics.utilities.data import _squeeze_if_scalar, dim_zero_cat
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput, expand_groups
+from lightning_ci.bootstrap._engine import (
+    RESAMPLING_MODES,
+    BootstrapEngine,
+    EngineOutput,
+    count_pairs,
+    expand_groups,
+    unique_rows,
+)
 
 # exact class -> (task, kind). Exact types only: a user subclass may override ``compute``.
 _SUPPORTED: dict[type, tuple[str, str]] = {
@@ -704,10 +711,10 @@ class ConfusionEngine(BootstrapEngine):
         self.counts = self.counts + batch.scatter_add_(0, codes, torch.ones_like(codes))
         # every mode draws at compute; Poisson: the weights of a cell's m elements sum to Poisson(m)
         if ids is not None and codes.numel() > 0:
-            pairs, pair_counts = torch.unique(torch.stack([ids.to(codes.device), codes]), dim=1, return_counts=True)
-            self.group_ids.append(pairs[0])
-            self.group_cells.append(pairs[1])
-            self.group_counts.append(pair_counts)
+            group_ids, cells, counts = count_pairs(ids.to(codes.device), codes, self.num_cells + 1)
+            self.group_ids.append(group_ids)
+            self.group_cells.append(cells)
+            self.group_counts.append(counts)
 
     # --------------------------------------------------------------------------------------- compute
     def _confmat_view(self, flat: Tensor) -> Tensor:
@@ -801,7 +808,7 @@ class ConfusionEngine(BootstrapEngine):
             cells, counts = dim_zero_cat(self.group_cells), dim_zero_cat(self.group_counts)
             per_group = torch.zeros(g, self.num_cells + 1, dtype=torch.long, device=ids.device)
             per_group = per_group.index_put((inverse, cells), counts, accumulate=True)
-        patterns, multiplicity = torch.unique(per_group, dim=0, return_counts=True)
+        patterns, multiplicity = unique_rows(per_group)
         return patterns[:, : self.num_cells].double(), multiplicity
 
     def _atoms(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -896,11 +903,10 @@ class ConfusionEngine(BootstrapEngine):
         """The pseudo-count of the posterior this compute uses, or 0 for the bootstrap.
 
         ``resampling="bayesian"`` with a prior, or ``method="auto"`` when the metric rests on few events
-        (:meth:`smallest_count` below ``auto_threshold``). Never with groups (the units are then groups, and
-        Bayesian resampling is Rubin's Dirichlet(1, ..., 1) over them) nor for a paired comparison (joint
-        cells): those keep the bootstrap. With groups, ``method="auto"`` in the few-event regime takes the
-        posterior of the pooled table scaled to G effective observations (:meth:`_posterior_chunks`), and
-        ``resampling="bayesian"`` stays Rubin's Dirichlet(1, ..., 1) over the groups.
+        (:meth:`smallest_count` below ``auto_threshold``). Never for a paired comparison (joint cells: it keeps
+        the bootstrap). With groups, ``resampling="bayesian"`` stays Rubin's Dirichlet(1, ..., 1) over the
+        groups, and ``method="auto"`` in the few-event regime takes the posterior of the pooled table scaled to
+        G effective observations (:meth:`_posterior_chunks`; binary and multiclass only).
         """
         if self.paired:
             return 0.0

@@ -93,6 +93,11 @@ def canonical_order(tensors: list[Tensor], n: int) -> Tensor:
     return torch.sort(inverse, stable=True).indices
 
 
+def _name(metric: Metric) -> str:
+    """How messages name the wrapped metric (a paired comparison's clones name the metric they compare)."""
+    return getattr(metric, "display_name", metric.__class__.__name__)
+
+
 def _no_sync(metric: Metric) -> Metric:
     """Make ``metric`` (and its child metrics) compute locally: the data are already gathered."""
     for m in metric.modules():
@@ -147,7 +152,7 @@ class GenericEngine(BootstrapEngine):
         self._weight_pos = _weight_position(base_metric, self._weight_arg)
         if resampling == "bayesian" and self._weight_arg is None:
             raise ValueError(
-                f"The Bayesian bootstrap is not available for {base_metric.__class__.__name__}: the generic path "
+                f"The Bayesian bootstrap is not available for {_name(base_metric)}: the generic path "
                 "needs per-sample weights, but its `update` takes no `sample_weight`/`weight` argument. Use "
                 "`resampling='multinomial'` or `'poisson'`."
             )
@@ -333,7 +338,7 @@ class GenericEngine(BootstrapEngine):
         if not self._warned_slow:
             self._warned_slow = True
             _rank_zero_warn(
-                f"BootstrapMetric has no fast engine for {self.base_metric.__class__.__name__} with "
+                f"BootstrapMetric has no fast engine for {_name(self.base_metric)} with "
                 f"resampling='{self.resampling}'; it uses the generic path, which re-runs update/compute "
                 f"{self.num_bootstraps} times in a Python loop (slow).",
             )
@@ -363,7 +368,7 @@ class GenericEngine(BootstrapEngine):
             self._warned_jackknife = True
             _rank_zero_warn(
                 f"BCa on the generic path computes the jackknife by brute force: n = {n} re-evaluations of "
-                f"{self.base_metric.__class__.__name__} (O(n))."
+                f"{_name(self.base_metric)} (O(n))."
             )
         replicates = []
         with warnings.catch_warnings():

@@ -412,6 +412,20 @@ class BootstrapMetric(WrapperMetric):
         Raises:
             ValueError: if ``groups`` is given in some updates and not in others, or its length is not the
                 batch's number of samples; also a ``TypeError`` (the same exception) for non-integer ids.
+
+        Example:
+            >>> import torch
+            >>> from torchmetrics.classification import BinaryAccuracy
+            >>> target = torch.ones(120, dtype=torch.long)
+            >>> preds = (torch.arange(120) % 9 != 0).long()  # 14 errors
+            >>> documents = torch.arange(120) // 4  # 30 documents of 4 sentences
+            >>> metric = BootstrapMetric(BinaryAccuracy(), num_bootstraps=500, seed=0)
+            >>> metric.update(preds, target, groups=documents)  # resample documents, not sentences
+            >>> result = metric.compute()
+            >>> result["value"]
+            tensor(0.8833)
+            >>> bool(result["lower"] < result["value"] < result["upper"])
+            True
         """
         self._check_groups(groups)
         if groups is None:

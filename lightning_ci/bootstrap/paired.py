@@ -44,6 +44,11 @@ class PairedClones(Metric):
         self.metric_a = deepcopy(base_metric)
         self.metric_b = deepcopy(base_metric)
 
+    @property
+    def display_name(self) -> str:
+        """The compared metric's class name, for messages (``"MeanSquaredError (paired)"``)."""
+        return f"{self.metric_a.__class__.__name__} (paired)"
+
     def update(self, preds_a: Any, preds_b: Any, target: Any, *args: Any, **kwargs: Any) -> None:
         self.metric_a.update(preds_a, target, *args, **kwargs)
         self.metric_b.update(preds_b, target, *args, **kwargs)

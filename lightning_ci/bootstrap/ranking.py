@@ -83,7 +83,14 @@ from torchmetrics.functional.classification.precision_recall_curve import (
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.prints import rank_zero_warn
 
-from lightning_ci.bootstrap._engine import RESAMPLING_MODES, BootstrapEngine, EngineOutput, expand_groups
+from lightning_ci.bootstrap._engine import (
+    RESAMPLING_MODES,
+    BootstrapEngine,
+    EngineOutput,
+    count_pairs,
+    expand_groups,
+    unique_rows,
+)
 
 _SUPPORTED = (BinaryAUROC, BinaryAveragePrecision, MulticlassAUROC, MulticlassAveragePrecision)
 _AVERAGES = ("macro", "weighted", "none", None)
@@ -586,11 +593,9 @@ class RankingEngine(BootstrapEngine):
         cells = self._cells(preds, target)  # [m, C']
         if ids is not None and not self._keep_samples and cells.numel() > 0:  # binary: (group, cell) counts
             kept = valid.to(cells.device)
-            pairs, counts = torch.unique(
-                torch.stack([ids.to(cells.device)[kept], cells[kept, 0]]), dim=1, return_counts=True
-            )
-            self.group_ids.append(pairs[0])
-            self.group_cells.append(pairs[1])
+            group_ids, group_cells, counts = count_pairs(ids.to(cells.device)[kept], cells[kept, 0], self.hist.numel())
+            self.group_ids.append(group_ids)
+            self.group_cells.append(group_cells)
             self.group_counts.append(counts)
         w_valid = valid.long()[:, None].expand_as(cells)
         batch = torch.zeros(self.hist.numel(), dtype=self.hist.dtype, device=self.hist.device)
@@ -628,9 +633,12 @@ class RankingEngine(BootstrapEngine):
             preds, target = preds[keep], target[keep]
             preds_b = None if preds_b is None else preds_b[keep]
             ids = None if ids is None else ids[keep.to(ids.device)]
-        if self.paired:
-            cols = (lambda p: [p[:, c] for c in range(self._num_classes)]) if self._multiclass else (lambda p: [p])
-            order = _lexsort([target, *cols(preds), *cols(preds_b)])
+        if self.paired and self._multiclass:
+            order = _lexsort([target] + [p[:, c] for p in (preds, preds_b) for c in range(self._num_classes)])
+        elif self.paired:  # (score_a descending, target, score_b): model A's score-sorted order, ties broken by B
+            order = torch.sort(preds_b, stable=True).indices
+            order = order[torch.sort(target[order], stable=True).indices]
+            order = order[torch.sort(preds[order], descending=True, stable=True).indices]
         elif self._multiclass:
             order = _lexsort([target] + [preds[:, c] for c in range(self._num_classes)])
         else:  # (score descending, target ascending): the score-sorted order with ties grouped
@@ -728,7 +736,7 @@ class RankingEngine(BootstrapEngine):
         cells, counts = dim_zero_cat(self.group_cells), dim_zero_cat(self.group_counts)
         per_group = torch.zeros(uniq.numel(), self.hist.numel(), dtype=torch.long, device=ids.device)
         per_group = per_group.index_put((inverse, cells), counts, accumulate=True)
-        patterns, multiplicity = torch.unique(per_group, dim=0, return_counts=True)
+        patterns, multiplicity = unique_rows(per_group)
         return patterns.to(_KERNEL_DTYPE), multiplicity
 
     def _compute_binned_hist(self) -> EngineOutput:
@@ -826,7 +834,7 @@ class RankingEngine(BootstrapEngine):
 
         # the statistic of one model: per class, the permutation to (score descending, negatives first), the
         # tie-group ends and end index; binary unpaired samples are already in that order
-        presorted = not self._multiclass and not self.paired
+        presorted = not self._multiclass  # binary: the canonical order is model A's score-sorted order
         models = [self._exact_prep(as_scores(preds), labels, presorted)]
         if preds_b is not None:
             models.append(self._exact_prep(as_scores(preds_b), labels, False))
