@@ -188,7 +188,7 @@ def _multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator)
 
 # a binomial draw costs about as much as this many uniform index draws (CPU, measured): a pattern shared by fewer
 # groups is cheaper to resample by drawing its groups one by one (the index route) than by its own binomial
-_BINOMIAL_PER_INDEX = 8
+_BINOMIAL_PER_INDEX = 16
 # group draws of the index route per chunk (int32 draws, kept in cache)
 _INDEX_CHUNK = 1 << 16
 
