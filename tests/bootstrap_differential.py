@@ -202,9 +202,7 @@ def _same(a: dict[str, Tensor], b: dict[str, Tensor], rtol: float = 1e-6) -> boo
     return all(torch.allclose(a[k].double(), b[k].double(), rtol=rtol, atol=1e-6, equal_nan=True) for k in a)
 
 
-def run(
-    num_configs: int, seed: int, verbose: bool, only: list[int] | None = None, variants: bool = False
-) -> Counter:
+def run(num_configs: int, seed: int, verbose: bool, only: list[int] | None = None, variants: bool = False) -> Counter:
     counts: Counter = Counter()
     failures: list[str] = []
     for i in only if only else range(num_configs):

@@ -69,8 +69,14 @@ def loaders() -> tuple[DataLoader, DataLoader]:
 def fit(report: IntervalReport, max_epochs: int = 3, **kwargs: Any) -> Trainer:
     callbacks = [report, *kwargs.pop("callbacks", [])]
     options: dict[str, Any] = dict(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, max_epochs=max_epochs, callbacks=callbacks,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
     )
     options.update(kwargs)
     trainer = Trainer(**options)
@@ -105,8 +111,9 @@ def test_fit_records_rows_prints_the_report_and_writes_the_plot(tmp_path: Path, 
     assert [r["epoch"] for r in report.rows] == [0, 1, 2]  # the sanity check is not a row
     for row in report.rows:
         ref = expected_row(row["epoch"])
-        extra = {"accumulation_factor", "effective_batch_size"} | ({"val_once", "val_once_lower", "val_once_upper"}
-                                                                    if row["epoch"] == 0 else set())
+        extra = {"accumulation_factor", "effective_batch_size"} | (
+            {"val_once", "val_once_lower", "val_once_upper"} if row["epoch"] == 0 else set()
+        )
         assert set(row) == set(ref) | extra
         for key, value in ref.items():
             assert row[key] == pytest.approx(value, rel=0, abs=1e-7), (row["epoch"], key)
@@ -140,8 +147,13 @@ def test_resume_keeps_the_rows(tmp_path: Path):
     fit(first, max_epochs=2, callbacks=[checkpoint], enable_checkpointing=True)
     resumed = IntervalReport(monitor="val_acc", plot=False, verbose=False)
     trainer = Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        max_epochs=3, callbacks=[resumed, ModelCheckpoint(dirpath=tmp_path / "2")],
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=3,
+        callbacks=[resumed, ModelCheckpoint(dirpath=tmp_path / "2")],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -155,8 +167,9 @@ def test_validate_records_a_row_and_prints_nothing(capsys):
     report = IntervalReport()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                callbacks=[report]).validate(ReportModule(), loaders()[1], verbose=False)
+        Trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[report]
+        ).validate(ReportModule(), loaders()[1], verbose=False)
     assert [r["epoch"] for r in report.rows] == [0]
     assert report.rows[0]["val_acc"] == pytest.approx(expected_row(0)["val_acc"], abs=1e-7)
     assert capsys.readouterr().out == ""
@@ -195,8 +208,10 @@ def test_nan_shows_as_na_and_is_never_best_nor_compared():
     [
         ([(0.70, 0.60, 0.80), (0.75, 0.65, 0.85)], "overlaps those of every other epoch (0)"),
         ([(0.50, 0.45, 0.55), (0.75, 0.65, 0.85)], "overlaps no other epoch's"),
-        ([(0.50, 0.45, 0.55), (0.70, 0.60, 0.80), (0.75, 0.65, 0.85)],
-         "overlaps those of epoch(s) 1, so it is not distinguishable from them, but not those of epoch(s) 0"),
+        (
+            [(0.50, 0.45, 0.55), (0.70, 0.60, 0.80), (0.75, 0.65, 0.85)],
+            "overlaps those of epoch(s) 1, so it is not distinguishable from them, but not those of epoch(s) 0",
+        ),
         ([(0.75, 0.65, 0.85)], "It is the only epoch"),
     ],
 )
@@ -305,8 +320,13 @@ def test_bad_arguments(kwargs, error, match):
 # ------------------------------------------------------------------------------------------------ the plot
 def test_one_epoch_plot_shows_a_band_and_min_mode_stars_the_lowest(tmp_path: Path):
     report = IntervalReport(monitor="loss", mode="min", confidence_level=0.9)
-    report.rows = [{"epoch": 0, **{k: v for k, v in _rows([(0.3, 0.2, 0.4)], "loss")[0].items() if k != "epoch"},
-                    "accumulation_factor": 2.0}]
+    report.rows = [
+        {
+            "epoch": 0,
+            **{k: v for k, v in _rows([(0.3, 0.2, 0.4)], "loss")[0].items() if k != "epoch"},
+            "accumulation_factor": 2.0,
+        }
+    ]
     fig = report.figure()
     ax = fig.axes[0]
     (band,) = [c for c in ax.collections if c.get_label() == "90% interval"]
@@ -379,8 +399,15 @@ def test_several_validation_dataloaders_give_one_triple_each():
     x, y = make_data()
     halves = [DataLoader(TensorDataset(x[i::2], y[i::2]), batch_size=25) for i in range(2)]
     report = IntervalReport(plot=False, verbose=False)
-    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, max_epochs=1, callbacks=[report])
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+        callbacks=[report],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, loaders()[0], halves)

@@ -74,7 +74,9 @@ class CountingBootstrap(BootstrapMetric):
 METRICS = {
     "val_acc": (lambda: CountingBootstrap(MulticlassAccuracy(C), num_bootstraps=200, seed=1), "probs", False),
     "val_f1": (
-        lambda: CountingBootstrap(MulticlassF1Score(C, average=None), num_bootstraps=200, seed=2), "probs", True
+        lambda: CountingBootstrap(MulticlassF1Score(C, average=None), num_bootstraps=200, seed=2),
+        "probs",
+        True,
     ),
     "val_auroc": (lambda: CountingBootstrap(BinaryAUROC(), num_bootstraps=200, seed=3), "binary", False),
 }
@@ -176,8 +178,13 @@ def loaders(batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
 
 def quiet_trainer(**kwargs: Any) -> Trainer:
     defaults: dict[str, Any] = dict(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=2,
     )
     defaults.update(kwargs)
     return Trainer(**defaults)

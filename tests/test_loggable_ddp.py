@@ -61,8 +61,15 @@ class SpawnReport(IntervalReport):
 def spawned(tmp_path_factory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("ddp_spawn")
     trainer = Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=EPOCHS, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=EPOCHS,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         default_root_dir=out,
         callbacks=[SpawnRecorder(str(out)), SpawnReport(monitor="val_auroc"), AccumulationScheduler({0: 1, 1: 2})],
     )

@@ -333,3 +333,21 @@ def test_forward_loggable_plot_and_exports():
     fig, _ = metric.plot(res)
     fig2, _ = metric.plot([res, res])
     assert fig is not None and fig2 is not None
+
+
+@pytest.mark.parametrize("name", ["binary_acc", "auroc", "mse"])
+def test_persistent_state_resumes_to_the_same_result(name):
+    factory, data, engine = CASES[name]
+    pa, pb, t = data(60, seed=10)
+    b = 20 if engine is GenericEngine else 100
+    full = PairedBootstrapMetric(factory(), num_bootstraps=b, seed=6)
+    full.update(pa, pb, t)
+    first = PairedBootstrapMetric(factory(), num_bootstraps=b, seed=6)
+    first.persistent(True)
+    first.update(pa[:30], pb[:30], t[:30])
+    resumed = PairedBootstrapMetric(factory(), num_bootstraps=b)
+    resumed.load_state_dict(first.state_dict())
+    resumed.update(pa[30:], pb[30:], t[30:])
+    r1, r2 = _compute(full), _compute(resumed)
+    for key in r1:
+        torch.testing.assert_close(r1[key], r2[key], rtol=1e-6, atol=1e-6, msg=key)

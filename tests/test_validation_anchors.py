@@ -31,8 +31,12 @@ def test_sorted_auroc_is_bit_identical_to_the_rank_formula(n):
     w[1] = np.where(y[np.argsort(sa.pos_of)] == 1, w[1], 0)  # a row with no negatives: torchmetrics' fill 0
     got = sa(w)
     # weight of sample i is the weight at its sorted position
-    ref = np.array([anchors._stat_auroc(np.repeat(scores, row[sa.pos_of]), np.repeat(y, row[sa.pos_of]))
-                    if row.sum() else 0.0 for row in w])
+    ref = np.array(
+        [
+            anchors._stat_auroc(np.repeat(scores, row[sa.pos_of]), np.repeat(y, row[sa.pos_of])) if row.sum() else 0.0
+            for row in w
+        ]
+    )
     np.testing.assert_array_equal(got, ref)
     assert got[0] == 0.0 and got[1] == 0.0
 

@@ -19,8 +19,20 @@ SCRIPT = ROOT / "benchmarks" / "validation" / "coverage.py"
 def test_coverage_study_smoke(tmp_path):
     coverage = load_script(SCRIPT, "lightning_ci_validation_coverage")
     sims = 12
-    argv = ["--sims", str(sims), "--num-bootstraps", "100", "--sizes", "50", "--timing-sims", "1",
-            "--validation-sims", "1", "--out", str(tmp_path)]
+    argv = [
+        "--sims",
+        str(sims),
+        "--num-bootstraps",
+        "100",
+        "--sizes",
+        "50",
+        "--timing-sims",
+        "1",
+        "--validation-sims",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     coverage.main(argv)
 
     results = json.loads((tmp_path / "coverage_results.json").read_text())

@@ -134,20 +134,39 @@ def run_curves(cfg: CurveConfig, log: Callable[[str], None] = print) -> dict[str
             _no_dropout(model)
         w0 = _flat(model)
         module = ex.TextClassifier(
-            model, data.num_labels, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-            num_bootstraps=cfg.num_bootstraps, confidence_level=cfg.confidence_level, seed=cfg.seed,
+            model,
+            data.num_labels,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio,
+            num_bootstraps=cfg.num_bootstraps,
+            confidence_level=cfg.confidence_level,
+            seed=cfg.seed,
         )
-        loader = DataLoader(ex.TextDataset(train_texts, train_labels), batch_size=batch, shuffle=True,
-                            collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(
+            ex.TextDataset(train_texts, train_labels),
+            batch_size=batch,
+            shuffle=True,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
         recorder = Recorder()
         callbacks: list[Any] = [recorder]
         if factor > 1:
             callbacks.append(AccumulationScheduler({0: factor}))
         batches_per_epoch = cfg.n_train // batch
         trainer = pl.Trainer(
-            accelerator="cpu", devices=1, precision="32-true", max_epochs=cfg.epochs, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            num_sanity_val_steps=0, callbacks=callbacks, val_check_interval=batches_per_epoch // cfg.checks_per_epoch,
+            accelerator="cpu",
+            devices=1,
+            precision="32-true",
+            max_epochs=cfg.epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=callbacks,
+            val_check_interval=batches_per_epoch // cfg.checks_per_epoch,
         )
         t0 = time.perf_counter()
         with warnings.catch_warnings():
@@ -157,19 +176,30 @@ def run_curves(cfg: CurveConfig, log: Callable[[str], None] = print) -> dict[str
         label = f"b={batch}, k={factor}, seed {seed}, dropout {'on' if dropout else 'off'}"
         if dropout_seed != seed:
             label += f", dropout RNG seed {dropout_seed}"
-        log(f"    {label}: {trainer.global_step} steps, {seconds:.0f} s, final val_acc"
-            f" {recorder.points[-1].get('val_acc', math.nan):.4f}")
+        log(
+            f"    {label}: {trainer.global_step} steps, {seconds:.0f} s, final val_acc"
+            f" {recorder.points[-1].get('val_acc', math.nan):.4f}"
+        )
         return {
-            "label": label, "micro_batch": batch, "factor": factor, "seed": seed, "dropout": dropout,
+            "label": label,
+            "micro_batch": batch,
+            "factor": factor,
+            "seed": seed,
+            "dropout": dropout,
             "dropout_seed": dropout_seed,
-            "global_step": trainer.global_step, "seconds": seconds, "points": recorder.points,
-            "lrs": recorder.lrs, "weights": _flat(module.model), "w0": w0,
+            "global_step": trainer.global_step,
+            "seconds": seconds,
+            "points": recorder.points,
+            "lrs": recorder.lrs,
+            "weights": _flat(module.model),
+            "w0": w0,
         }
 
     b, k = cfg.micro_batch, cfg.factor
     s = cfg.seed
     plan: list[tuple[str, int, int, int, bool, int]] = [
-        ("accumulated", b, k, s, True, s), ("large batch", b * k, 1, s, True, s),
+        ("accumulated", b, k, s, True, s),
+        ("large batch", b * k, 1, s, True, s),
     ]
     if cfg.dropout_off_pair:
         plan += [("accumulated, no dropout", b, k, s, False, s), ("large batch, no dropout", b * k, 1, s, False, s)]
@@ -186,12 +216,18 @@ def run_curves(cfg: CurveConfig, log: Callable[[str], None] = print) -> dict[str
         rel = (ra["weights"] - rc["weights"]).norm().item() / moved if moved else math.nan
         metric_diffs = {
             m: max(abs(p[m] - q[m]) for p, q in zip(ra["points"], rc["points"]))
-            for m in ("val_acc", "val_f1", "val_auroc", "val_loss") if m in ra["points"][0]
+            for m in ("val_acc", "val_f1", "val_auroc", "val_loss")
+            if m in ra["points"][0]
         }
         lr_diff = max((abs(x - y) for x, y in zip(ra["lrs"], rc["lrs"])), default=math.nan)
-        return {"runs": [a, c], "max_abs_dw": dw, "rel_l2_dw": rel, "max_metric_diff": metric_diffs,
-                "same_lr_schedule": len(ra["lrs"]) == len(rc["lrs"]) and lr_diff < 1e-12,
-                "same_steps": ra["global_step"] == rc["global_step"]}
+        return {
+            "runs": [a, c],
+            "max_abs_dw": dw,
+            "rel_l2_dw": rel,
+            "max_metric_diff": metric_diffs,
+            "same_lr_schedule": len(ra["lrs"]) == len(rc["lrs"]) and lr_diff < 1e-12,
+            "same_steps": ra["global_step"] == rc["global_step"],
+        }
 
     pairs = {"dropout on": pair("accumulated", "large batch")}
     if cfg.dropout_off_pair:
@@ -203,9 +239,15 @@ def run_curves(cfg: CurveConfig, log: Callable[[str], None] = print) -> dict[str
     for r in runs.values():
         r.pop("weights")
         r.pop("w0")
-    return {"config": asdict(cfg), "interval_method": default_method(), "steps_per_epoch": cfg.steps_per_epoch,
-            "runs": runs, "pairs": pairs,
-            "n_train": len(train_texts), "n_val": len(val_texts)}
+    return {
+        "config": asdict(cfg),
+        "interval_method": default_method(),
+        "steps_per_epoch": cfg.steps_per_epoch,
+        "runs": runs,
+        "pairs": pairs,
+        "n_train": len(train_texts),
+        "n_val": len(val_texts),
+    }
 
 
 def plot_curves(result: dict[str, Any], path: Path) -> None:
@@ -223,21 +265,34 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
     metrics = [("val_acc", "accuracy"), ("val_f1", "macro-F1")]
     fig, axes = plt.subplots(len(rows), len(metrics), figsize=(11, 3.6 * len(rows)), squeeze=False)
     b, k = cfg["micro_batch"], cfg["factor"]
-    styles = {0: dict(color="tab:blue", marker="o", linestyle="-"), 1: dict(color="tab:orange", marker="s",
-                                                                             linestyle="--")}
+    styles = {
+        0: dict(color="tab:blue", marker="o", linestyle="-"),
+        1: dict(color="tab:orange", marker="s", linestyle="--"),
+    }
     for i, (title, a, c) in enumerate(rows):
         for j, (m, mname) in enumerate(metrics):
             ax = axes[i][j]
             for s, (name, lab) in enumerate(((a, f"micro-batch {b}, factor {k}"), (c, f"batch {b * k}, factor 1"))):
                 pts = runs[name]["points"]
                 x = [p["step"] for p in pts]
-                ax.fill_between(x, [p[f"{m}_lower"] for p in pts], [p[f"{m}_upper"] for p in pts],
-                                color=styles[s]["color"], alpha=0.15)
+                ax.fill_between(
+                    x,
+                    [p[f"{m}_lower"] for p in pts],
+                    [p[f"{m}_upper"] for p in pts],
+                    color=styles[s]["color"],
+                    alpha=0.15,
+                )
                 ax.plot(x, [p[m] for p in pts], label=lab, **styles[s])
             if i == 0 and "large batch, other dropout seed" in runs:
                 pts = runs["large batch, other dropout seed"]["points"]
-                ax.plot([p["step"] for p in pts], [p[m] for p in pts], color="0.5", linestyle=":", marker=".",
-                        label=f"batch {b * k}, dropout RNG seed {cfg['seed'] + 1} (no band)")
+                ax.plot(
+                    [p["step"] for p in pts],
+                    [p[m] for p in pts],
+                    color="0.5",
+                    linestyle=":",
+                    marker=".",
+                    label=f"batch {b * k}, dropout RNG seed {cfg['seed'] + 1} (no band)",
+                )
             ax.set_title(f"validation {mname}, {title}")
             ax.set_xlabel("optimizer step")
             ax.grid(alpha=0.3)
@@ -256,8 +311,15 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
 
 def quick_config() -> CurveConfig:
     """A tiny slice for --quick: 64 texts, 1 epoch, 2 validations, one pair, 200 replicates."""
-    return CurveConfig(n_train=64, n_val=64, epochs=1, checks_per_epoch=2, num_bootstraps=200,
-                       dropout_off_pair=False, seed_control=False)
+    return CurveConfig(
+        n_train=64,
+        n_val=64,
+        epochs=1,
+        checks_per_epoch=2,
+        num_bootstraps=200,
+        dropout_off_pair=False,
+        seed_control=False,
+    )
 
 
 def default_method() -> Optional[str]:

@@ -145,9 +145,17 @@ def lightning_fit(
     module: LightningModule, loader: DataLoader, epochs: int, callbacks: list, accumulate_grad_batches: int = 1
 ) -> None:
     trainer = Trainer(
-        accelerator="cpu", devices=1, precision="64-true", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, max_epochs=epochs, callbacks=callbacks,
-        accumulate_grad_batches=accumulate_grad_batches, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        precision="64-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=epochs,
+        callbacks=callbacks,
+        accumulate_grad_batches=accumulate_grad_batches,
+        num_sanity_val_steps=0,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "does not have many workers", "fewer batches than its factor", ...
@@ -196,17 +204,40 @@ class ExactCase:
 CASES: tuple[ExactCase, ...] = (
     ExactCase("full windows (control)", "linear", 40, 4, {0: 5}, 3, "nothing: every window full, equal batches"),
     ExactCase("partial last window", "linear", 40, 4, {0: 4}, 3, "the last window has 2 of 4 micro-batches"),
-    ExactCase("epoch shorter than k", "linear", 40, 4, {0: 16}, 3,
-              "10 batches, factor 16: each epoch is one partial window (Lightning #21808)"),
+    ExactCase(
+        "epoch shorter than k",
+        "linear",
+        40,
+        4,
+        {0: 16},
+        3,
+        "10 batches, factor 16: each epoch is one partial window (Lightning #21808)",
+    ),
     ExactCase("short last batch", "linear", 46, 4, {0: 3}, 3, "full windows, but the last batch has 2 samples"),
-    ExactCase("schedule {0: 5, 1: 3}", "linear", 46, 4, {0: 5, 1: 3}, 2,
-              "a partial window (e0) and a short last batch (e1)"),
-    ExactCase("schedule {0: 5, 1: 3}, MLP", "mlp", 46, 4, {0: 5, 1: 3}, 2,
-              "the same on a nonlinear model (3-16-1 tanh)"),
-    ExactCase("tokens, full windows", "tokens", 32, 4, {0: 4}, 3,
-              "sequences of 1-7 tokens: micro-batches hold different token counts"),
-    ExactCase("tokens, schedule {0: 3, 1: 2}", "tokens", 30, 4, {0: 3, 1: 2}, 2,
-              "token counts, partial windows and a short last batch together"),
+    ExactCase(
+        "schedule {0: 5, 1: 3}", "linear", 46, 4, {0: 5, 1: 3}, 2, "a partial window (e0) and a short last batch (e1)"
+    ),
+    ExactCase(
+        "schedule {0: 5, 1: 3}, MLP", "mlp", 46, 4, {0: 5, 1: 3}, 2, "the same on a nonlinear model (3-16-1 tanh)"
+    ),
+    ExactCase(
+        "tokens, full windows",
+        "tokens",
+        32,
+        4,
+        {0: 4},
+        3,
+        "sequences of 1-7 tokens: micro-batches hold different token counts",
+    ),
+    ExactCase(
+        "tokens, schedule {0: 3, 1: 2}",
+        "tokens",
+        30,
+        4,
+        {0: 3, 1: 2},
+        2,
+        "token counts, partial windows and a short last batch together",
+    ),
 )
 
 
@@ -246,9 +277,7 @@ def run_case(case: ExactCase, optimizer: str, seed: int) -> dict[str, Optional[f
     return out
 
 
-def run_exactness(
-    seeds: list[int], quick: bool = False, log: Callable[[str], None] = print
-) -> list[dict[str, Any]]:
+def run_exactness(seeds: list[int], quick: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """One row per (case, optimizer): the largest ``max |Δw|`` over ``seeds`` for each method.
 
     ``quick`` (``--quick``) runs SGD only and skips the MLP case.
@@ -267,12 +296,22 @@ def run_exactness(
                 for m in METHODS
             }
             row = {
-                "case": case.name, "task": case.task, "optimizer": optimizer, "n": case.n,
-                "batch_size": case.batch_size, "schedule": {str(k): v for k, v in case.schedule.items()},
-                "epochs": case.epochs, "layout": case.layout(), "isolates": case.what, "seeds": list(seeds),
-                "max_abs_dw": worst, "per_seed": per_seed,
+                "case": case.name,
+                "task": case.task,
+                "optimizer": optimizer,
+                "n": case.n,
+                "batch_size": case.batch_size,
+                "schedule": {str(k): v for k, v in case.schedule.items()},
+                "epochs": case.epochs,
+                "layout": case.layout(),
+                "isolates": case.what,
+                "seeds": list(seeds),
+                "max_abs_dw": worst,
+                "per_seed": per_seed,
             }
             rows.append(row)
-            log(f"  {case.name:32s} {optimizer:6s} " + "  ".join(
-                f"{m}={v:.1e}" for m, v in worst.items() if v is not None))
+            log(
+                f"  {case.name:32s} {optimizer:6s} "
+                + "  ".join(f"{m}={v:.1e}" for m, v in worst.items() if v is not None)
+            )
     return rows

@@ -105,9 +105,18 @@ def _fit(case: StepCase, callbacks: list, size: Callable[[Trainer], int], k: int
     y = (x @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64)).unsqueeze(1)
     module = LinearDecayModule(size)
     trainer = Trainer(
-        accelerator="cpu", devices=1, precision="64-true", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, max_epochs=case.epochs, callbacks=callbacks,
-        accumulate_grad_batches=k, num_sanity_val_steps=0, **case.trainer_kwargs,
+        accelerator="cpu",
+        devices=1,
+        precision="64-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=case.epochs,
+        callbacks=callbacks,
+        accumulate_grad_batches=k,
+        num_sanity_val_steps=0,
+        **case.trainer_kwargs,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -165,7 +174,9 @@ def run_step_totals(quick: bool = False, log: Callable[[str], None] = print) -> 
     for case in [CASES[i] for i in QUICK] if quick else CASES:
         row = run_case(case)
         rows.append(row)
-        log(f"  {row['schedule']:36s} ours={row['total_optimizer_steps']:4d} est={row['estimated_stepping_batches']:4d}"
+        log(
+            f"  {row['schedule']:36s} ours={row['total_optimizer_steps']:4d} est={row['estimated_stepping_batches']:4d}"
             f" real={row['global_step_ours']:4d}/{row['global_step_lightning']:4d}"
-            f" end LR ours={row['end_lr_frac_ours']:.3f} est={row['end_lr_frac_estimate']:.3f}")
+            f" end LR ours={row['end_lr_frac_ours']:.3f} est={row['end_lr_frac_estimate']:.3f}"
+        )
     return rows

@@ -110,8 +110,10 @@ def seed_range(row: dict[str, Any], method: str) -> tuple[Optional[float], Optio
 
 
 def exactness_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| case | data and windows (micro-batches per window) | optimizer | floor | **ours** | GAS "
-            "| Trainer(k) | ours without `num_items` |")
+    head = (
+        "| case | data and windows (micro-batches per window) | optimizer | floor | **ours** | GAS "
+        "| Trainer(k) | ours without `num_items` |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|"]
 
     def spread(r: dict[str, Any], m: str) -> str:
@@ -166,8 +168,12 @@ def curves_section(cv: dict[str, Any], png: str) -> str:
         f" method `{cv['interval_method']}`, bootstrap seed {cfg['seed']}. Accumulated runs use"
         f" `AccumulationScheduler({{0: {k}}})` with micro-batch {b}; large-batch runs use batch {b * k} and no"
         " accumulation. One replicate per configuration (a single seed; no seed was chosen after the fact)."
-        + (f" The control run keeps seed {cfg['seed']}'s head and sample order and seeds only the global RNG, which"
-           f" draws the dropout masks, with {cfg['seed'] + 1}." if "large batch, other dropout seed" in runs else ""),
+        + (
+            f" The control run keeps seed {cfg['seed']}'s head and sample order and seeds only the global RNG, which"
+            f" draws the dropout masks, with {cfg['seed'] + 1}."
+            if "large batch, other dropout seed" in runs
+            else ""
+        ),
         "",
         "| run | optimizer steps | validation accuracy at each check | macro-F1 at each check | time |",
         "|---|---|---|---|---|",
@@ -218,10 +224,12 @@ def curves_conclusion(cv: dict[str, Any]) -> str:
     if "dropout-seed control" in pairs:
         sc = pairs["dropout-seed control"]
         sc_acc = sc["max_metric_diff"].get("val_acc", math.nan)
-        text += (f". For scale: two large-batch runs that differ only in the seed of the dropout RNG differ by up to"
-                 f" {sc_acc:.3f} in accuracy ({round(sc_acc * n_val)} texts) and"
-                 f" {sc['max_metric_diff'].get('val_f1', math.nan):.3f} in macro-F1, with a relative weight distance"
-                 f" of {sc['rel_l2_dw']:.1e}")
+        text += (
+            f". For scale: two large-batch runs that differ only in the seed of the dropout RNG differ by up to"
+            f" {sc_acc:.3f} in accuracy ({round(sc_acc * n_val)} texts) and"
+            f" {sc['max_metric_diff'].get('val_f1', math.nan):.3f} in macro-F1, with a relative weight distance"
+            f" of {sc['rel_l2_dw']:.1e}"
+        )
     text += "."
     if "dropout off" in pairs:
         off = pairs["dropout off"]
@@ -231,10 +239,12 @@ def curves_conclusion(cv: dict[str, Any]) -> str:
             f" {off['rel_l2_dw']:.1e}, against {on['rel_l2_dw']:.1e} with dropout) and its accuracy differs by at most"
             f" {acc_off:.3f} ({round(acc_off * n_val)} texts). There the only difference left is float32 rounding"
             " (other padding lengths and batch shapes, another summation order of the gradient), so"
-            + (" the gap with dropout on comes from the dropout masks, which are drawn per forward pass"
-               " and so differ between 4 passes of 8 texts and 1 pass of 32."
-               if off["rel_l2_dw"] < 0.5 * on["rel_l2_dw"] else
-               " float32 rounding, amplified over the steps, accounts for a gap as large as the dropout masks do.")
+            + (
+                " the gap with dropout on comes from the dropout masks, which are drawn per forward pass"
+                " and so differ between 4 passes of 8 texts and 1 pass of 32."
+                if off["rel_l2_dw"] < 0.5 * on["rel_l2_dw"]
+                else " float32 rounding, amplified over the steps, accounts for a gap as large as the dropout masks do."
+            )
         )
     return text
 
@@ -247,16 +257,22 @@ def command_lines(commands: dict[str, str]) -> list[str]:
     lines = []
     for part, cmd in commands.items():
         lines += [f"# {names.get(part, part)}", cmd]
-    lines += ["# the parts above ran as separate processes side by side; one process runs them all with",
-              "#   python benchmarks/validation/accumulation.py --out docs/validation",
-              "# and --from-json re-renders this fragment and the plots from the saved results"]
+    lines += [
+        "# the parts above ran as separate processes side by side; one process runs them all with",
+        "#   python benchmarks/validation/accumulation.py --out docs/validation",
+        "# and --from-json re-renders this fragment and the plots from the saved results",
+    ]
     return lines
 
 
 def machine_line(res: dict[str, Any]) -> str:
     info = res["machine"]
-    versions = [f"Python {info['python']}", f"torch {info['torch']}", f"lightning {info['lightning']}",
-                f"torchmetrics {info['torchmetrics']}"]
+    versions = [
+        f"Python {info['python']}",
+        f"torch {info['torch']}",
+        f"lightning {info['lightning']}",
+        f"torchmetrics {info['torchmetrics']}",
+    ]
     if "transformers" in info:
         versions.append(f"transformers {info['transformers']}")
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items())
@@ -270,8 +286,12 @@ def machine_line(res: dict[str, Any]) -> str:
 
 def constant_note(st: list[dict[str, Any]]) -> str:
     """With our callback, Lightning's estimate is wrong even for a constant factor (the Trainer's k is still 1)."""
-    rows = [r for r in st if r["lightning_side"].startswith("Trainer(") and r["estimated_stepping_batches"]
-            != r["estimate_under_lightning"]]
+    rows = [
+        r
+        for r in st
+        if r["lightning_side"].startswith("Trainer(")
+        and r["estimated_stepping_batches"] != r["estimate_under_lightning"]
+    ]
     if not rows:
         return ""
     r = rows[0]
@@ -286,8 +306,13 @@ def constant_note(st: list[dict[str, Any]]) -> str:
 
 def adam_note(ex: list[dict[str, Any]]) -> str:
     """Rows where Lightning is off, but by less than 1e-6: AdamW's invariance to a constant gradient scale."""
-    small = [r for r in ex if r["optimizer"] == "AdamW" and (seed_range(r, "GAS")[1] or 0) < 1e-6
-             and (seed_range(r, "GAS")[0] or 0) > 100 * r["max_abs_dw"]["floor"]]
+    small = [
+        r
+        for r in ex
+        if r["optimizer"] == "AdamW"
+        and (seed_range(r, "GAS")[1] or 0) < 1e-6
+        and (seed_range(r, "GAS")[0] or 0) > 100 * r["max_abs_dw"]["floor"]
+    ]
     if not small:
         return ""
     r = small[0]
@@ -310,8 +335,11 @@ def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr
     lit_max = max(r["max_abs_dw"]["GAS"] for r in partial) if partial else math.nan
     both = [r["max_abs_dw"] for r in ex if r["max_abs_dw"]["Trainer(k)"] is not None]
     same = all(w["GAS"] == w["Trainer(k)"] for w in both)
-    spellings = ("both spellings give bit-identical weights wherever both apply" if same
-                 else "the two spellings differ in some rows; see the table")
+    spellings = (
+        "both spellings give bit-identical weights wherever both apply"
+        if same
+        else "the two spellings differ in some rows; see the table"
+    )
     control = [r for r in ex if r["case"].startswith("full windows")]
     control_worst = max(max(v for v in r["max_abs_dw"].values() if v is not None) for r in control)
     head = st[0]
@@ -354,7 +382,8 @@ def write_fragment(out: Path, res: dict[str, Any], curves_png: Optional[str], lr
         " (micro-batches of unequal size weigh the same) and token-level losses (each micro-batch's token"
         f" mean weighs the same, whatever its token count) each move it off, by {e(lit_min)} to {e(lit_max)}"
         " here. The size of that error depends on the learning rate, the epochs and the data (the 5.5e-2 in"
-        " REFERENCES.md is one such setup); it is never at the floor." + adam_note(ex)
+        " REFERENCES.md is one such setup); it is never at the floor."
+        + adam_note(ex)
         + " Without `num_items`, ours is exact per"
         " sequence but not per token, which is what the last column shows (with full windows of equal"
         " sequence counts it weighs micro-batches exactly as Lightning does, hence the equal numbers).",
@@ -429,8 +458,10 @@ def conclusions(res: dict[str, Any], ours_worst: float, lit_min: float, lit_max:
         )
         if "dropout off" in cv["pairs"]:
             off = cv["pairs"]["dropout off"]
-            text += (f"; without dropout the weights of the two runs differ by {off['rel_l2_dw']:.1e} (relative),"
-                     f" against {on['rel_l2_dw']:.1e} with dropout")
+            text += (
+                f"; without dropout the weights of the two runs differ by {off['rel_l2_dw']:.1e} (relative),"
+                f" against {on['rel_l2_dw']:.1e} with dropout"
+            )
         text += " (one seed, so this is one paired comparison, not a distribution)."
     return text
 
@@ -444,8 +475,10 @@ def plot_lr(rows: list[dict[str, Any]], path: Path) -> None:
     pick = rows[:2]
     fig, axes = plt.subplots(1, len(pick), figsize=(5.5 * len(pick), 3.6), squeeze=False)
     for ax, r in zip(axes[0], pick):
-        for key, lab, style in (("lr_trace_ours", "sized by total_optimizer_steps", "o-"),
-                                ("lr_trace_estimate", "sized by estimated_stepping_batches", "s--")):
+        for key, lab, style in (
+            ("lr_trace_ours", "sized by total_optimizer_steps", "o-"),
+            ("lr_trace_estimate", "sized by estimated_stepping_batches", "s--"),
+        ):
             tr = [v / accum_steps.PEAK_LR for v in r[key]]
             ax.plot(range(1, len(tr) + 1), tr, style, markersize=3, label=lab)
         ax.set_title(f"{r['schedule']}, {r['epochs']} epochs of {r['batches_per_epoch']} batches", fontsize=9)
@@ -466,26 +499,39 @@ def plot_lr(rows: list[dict[str, Any]], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="docs/validation", help="output folder (default: docs/validation)")
-    p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 1 exactness seed, SGD only, no MLP; 4 step-total cases;"
-                        " tiny curves (64 texts, 1 epoch)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 1 exactness seed, SGD only, no MLP; 4 step-total cases; tiny curves (64 texts, 1 epoch)",
+    )
     p.add_argument("--no-curves", action="store_true", help="skip the MiniLM training curves")
     p.add_argument("--seeds", type=int, default=None, help="number of exactness seeds (default 5, 1 with --quick)")
     p.add_argument("--curve-seed", type=int, default=42)
     p.add_argument("--n-train", type=int, default=None, help="training texts for the curves (default 384)")
     p.add_argument("--n-val", type=int, default=None, help="validation texts for the curves (default 300)")
-    p.add_argument("--no-seed-control", action="store_true",
-                   help="skip the control curve run (batch b*k with the dropout RNG seeded with seed + 1)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (1 is faster on a CPU shared with other jobs)")
+    p.add_argument(
+        "--no-seed-control",
+        action="store_true",
+        help="skip the control curve run (batch b*k with the dropout RNG seeded with seed + 1)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (1 is faster on a CPU shared with other jobs)"
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs for the curves (default 3)")
-    p.add_argument("--parts", default=None,
-                   help="comma-separated subset of exactness,steps,curves; the others are kept from OUT's saved"
-                        " results (default: all, from scratch)")
-    p.add_argument("--from-json", action="store_true",
-                   help="only re-render accumulation.md and the plots from OUT/accumulation_results.json")
-    p.add_argument("--link-prefix", default="validation/",
-                   help="prefix of the plot links in the fragment (relative to docs/)")
+    p.add_argument(
+        "--parts",
+        default=None,
+        help="comma-separated subset of exactness,steps,curves; the others are kept from OUT's saved"
+        " results (default: all, from scratch)",
+    )
+    p.add_argument(
+        "--from-json",
+        action="store_true",
+        help="only re-render accumulation.md and the plots from OUT/accumulation_results.json",
+    )
+    p.add_argument(
+        "--link-prefix", default="validation/", help="prefix of the plot links in the fragment (relative to docs/)"
+    )
     return p
 
 

@@ -56,14 +56,19 @@ GROUPS = ("ours", "closed_form", "bootstrapper", "scipy")
 SIMS_CAPS: dict[str, dict[tuple[str, Any], int]] = {"ours": {}, "closed_form": {}, "bootstrapper": {}, "scipy": {}}
 # the real torchmetrics BootStrapper (B=100, n=100) next to the re-implementation: sets per (strategy, batch size)
 VALIDATION: dict[str, Any] = {
-    "n": 100, "B": 100, "metric": "accuracy",
+    "n": 100,
+    "B": 100,
+    "metric": "accuracy",
     "sims": {"multinomial": {1: 3, 8: 50, 64: 100}, "poisson": {1: 3, 8: 30, 64: 100}},
 }
 # the copy-value distribution of the real BootStrapper (raw=True, B copies) against the re-implementation's on the
 # first set of the (metric, n) cell, for every metric: a two-sample Kolmogorov-Smirnov test per configuration
 # against a reference sample of B_ref copies from the re-implementation (its own Monte Carlo noise negligible)
 DISTRIBUTION: dict[str, Any] = {
-    "n": 100, "B": 2000, "B_ref": 200_000, "configs": [["poisson", 8], ["multinomial", 8], ["multinomial", 64]],
+    "n": 100,
+    "B": 2000,
+    "B_ref": 200_000,
+    "configs": [["poisson", 8], ["multinomial", 8], ["multinomial", 64]],
 }
 
 
@@ -190,8 +195,11 @@ def validation_run(b_main: int) -> dict[str, Any]:
                 "reimpl": _stats(re_lo, re_hi, truth, [], "vectorised re-implementation"),
             }
             rows[f"{strategy} bs={bs}"] = row
-            print(f"  validation {strategy} bs={bs}: real {row['real']['coverage']:.3f} "
-                  f"reimpl {row['reimpl']['coverage']:.3f}", flush=True)
+            print(
+                f"  validation {strategy} bs={bs}: real {row['real']['coverage']:.3f} "
+                f"reimpl {row['reimpl']['coverage']:.3f}",
+                flush=True,
+            )
     out["rows"] = rows
     return out
 
@@ -208,15 +216,20 @@ def distribution_run() -> dict[str, Any]:
             t0 = time.process_time()
             real = anchors.real_bootstrapper_values(metric, preds, target, bs, strategy, d["B"], seed=0)
             real_s = time.process_time() - t0
-            re = anchors.reimpl_bootstrapper_values(metric, preds, target, bs, strategy, d["B_ref"],
-                                                    np.random.default_rng([0, 99]))
+            re = anchors.reimpl_bootstrapper_values(
+                metric, preds, target, bs, strategy, d["B_ref"], np.random.default_rng([0, 99])
+            )
             ks = scipy.stats.ks_2samp(real, re)
             rows[f"{metric} {strategy} bs={bs}"] = {
-                "real_mean": float(real.mean()), "reimpl_mean": float(re.mean()),
-                "real_std": float(real.std(ddof=1)), "reimpl_std": float(re.std(ddof=1)),
+                "real_mean": float(real.mean()),
+                "reimpl_mean": float(re.mean()),
+                "real_std": float(real.std(ddof=1)),
+                "reimpl_std": float(re.std(ddof=1)),
                 # the real class's mean against the reference mean, in standard errors of a B-copy mean
                 "z_mean": float((real.mean() - re.mean()) / (re.std(ddof=1) / math.sqrt(d["B"]))),
-                "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue), "real_cpu_s": real_s,
+                "ks_statistic": float(ks.statistic),
+                "ks_pvalue": float(ks.pvalue),
+                "real_cpu_s": real_s,
             }
             print(f"  distribution {metric} {strategy} bs={bs}: KS p={ks.pvalue:.3f}", flush=True)
     return {"setting": json.loads(json.dumps(d)), "rows": rows}
@@ -286,10 +299,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--report-only", action="store_true", help="only rewrite coverage.md and the plots")
     parser.add_argument("--timing-sims", type=int, default=TIMING_SIMS)
     parser.add_argument("--no-caps", action="store_true", help="run every group on all --sims sets")
-    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS),
-                        help="run only these groups (e.g. to split the study over processes)")
-    parser.add_argument("--validation-sims", type=int, default=None,
-                        help="sets per (strategy, batch size 8 and 64) in the validation; batch size 1 skipped")
+    parser.add_argument(
+        "--groups",
+        nargs="+",
+        default=list(GROUPS),
+        choices=list(GROUPS),
+        help="run only these groups (e.g. to split the study over processes)",
+    )
+    parser.add_argument(
+        "--validation-sims",
+        type=int,
+        default=None,
+        help="sets per (strategy, batch size 8 and 64) in the validation; batch size 1 skipped",
+    )
     parser.add_argument("--out", default="docs/validation")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -314,9 +336,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "num_bootstraps": b,
         "sizes": sorted(args.sizes),
         "timing_sims": args.timing_sims,
-        "sims_caps": {} if args.no_caps else {
-            g: {f"{m}|{n}": v for (m, n), v in c.items()} for g, c in SIMS_CAPS.items()
-        },
+        "sims_caps": {}
+        if args.no_caps
+        else {g: {f"{m}|{n}": v for (m, n), v in c.items()} for g, c in SIMS_CAPS.items()},
         "machine": machine_info(),
     }
 
@@ -352,18 +374,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     configs = group_bootstrapper(metric, preds, target, truth, b)
                 else:
                     configs = group_scipy(metric, preds, target, truth, b, s, args.timing_sims)
-                entry = {"sims": s, "B": b, "configs": configs,
-                         "cpu_s": time.process_time() - t0, "wall_s": time.perf_counter() - w0}
+                entry = {
+                    "sims": s,
+                    "B": b,
+                    "configs": configs,
+                    "cpu_s": time.process_time() - t0,
+                    "wall_s": time.perf_counter() - w0,
+                }
 
-                def put(results: dict[str, Any], key=key, metric=metric, n=n, truth=truth, entry=entry,
-                        gname=gname) -> None:
+                def put(
+                    results: dict[str, Any], key=key, metric=metric, n=n, truth=truth, entry=entry, gname=gname
+                ) -> None:
                     cell = results["cells"].setdefault(key, {"metric": metric, "n": n, "groups": {}})
                     cell["true_value"] = truth
                     cell["groups"][gname] = entry
 
                 results = _update_results(path, put)
-                print(f"{key:>16} {gname:<12} sims={s:<5} cpu {entry['cpu_s']:7.1f}s wall {entry['wall_s']:7.1f}s",
-                      flush=True)
+                print(
+                    f"{key:>16} {gname:<12} sims={s:<5} cpu {entry['cpu_s']:7.1f}s wall {entry['wall_s']:7.1f}s",
+                    flush=True,
+                )
     if (not args.no_validation and not args.report_only) or args.validation_only:
         v = results.get("validation")
         if not v or v.get("setting") != json.loads(json.dumps(VALIDATION)):

@@ -140,7 +140,10 @@ def _stat_kappa(p: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 SCIPY_STATISTICS = {
-    "accuracy": _stat_accuracy, "macro_f1": _stat_macro_f1, "auroc": _stat_auroc, "mcc": _stat_mcc,
+    "accuracy": _stat_accuracy,
+    "macro_f1": _stat_macro_f1,
+    "auroc": _stat_auroc,
+    "mcc": _stat_mcc,
     "kappa": _stat_kappa,
 }
 NUM_CLASSES = {"accuracy": 2, "macro_f1": 3, "mcc": 2, "kappa": 3}
@@ -168,7 +171,7 @@ def index_statistic(metric: str, preds: np.ndarray, target: np.ndarray):
     n = preds.shape[-1]
     if metric in NUM_CLASSES:
         c = NUM_CLASSES[metric]
-        codes = (target.astype(np.int64) * c + preds.astype(np.int64))
+        codes = target.astype(np.int64) * c + preds.astype(np.int64)
 
         def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
             shape, m = idx.shape[:-1], idx.shape[-1]
@@ -237,7 +240,12 @@ class SortedAUROC:
 
 
 def scipy_bca(
-    metric: str, preds: np.ndarray, target: np.ndarray, num_bootstraps: int, seed: int, fast: bool = True,
+    metric: str,
+    preds: np.ndarray,
+    target: np.ndarray,
+    num_bootstraps: int,
+    seed: int,
+    fast: bool = True,
 ) -> tuple[float, float]:
     """``scipy.stats.bootstrap`` BCa, paired over (preds, target); NaN bounds are returned as NaN.
 
@@ -304,8 +312,13 @@ def bootstrapper_confusion(
 
 
 def bootstrapper_auroc(
-    scores: np.ndarray, target: np.ndarray, batch_size: int, strategy: str, num_bootstraps: int,
-    rng: np.random.Generator, chunk: int = 250,
+    scores: np.ndarray,
+    target: np.ndarray,
+    batch_size: int,
+    strategy: str,
+    num_bootstraps: int,
+    rng: np.random.Generator,
+    chunk: int = 250,
 ) -> torch.Tensor:
     """Copy values ``[B]`` of a ``BootStrapper(BinaryAUROC())`` fed the samples in batches.
 
@@ -351,8 +364,12 @@ def real_bootstrapper_interval(
     torch.manual_seed(seed)  # BootStrapper draws from the global RNG
     t0 = time.process_time()
     bs = BootStrapper(
-        BinaryAccuracy(), num_bootstraps=num_bootstraps, mean=False, std=False,
-        quantile=torch.tensor(QUANTILES), sampling_strategy=strategy,
+        BinaryAccuracy(),
+        num_bootstraps=num_bootstraps,
+        mean=False,
+        std=False,
+        quantile=torch.tensor(QUANTILES),
+        sampling_strategy=strategy,
     )
     for s, e in _batches(preds.numel(), batch_size):
         bs.update(preds[s:e], target[s:e])
@@ -361,7 +378,12 @@ def real_bootstrapper_interval(
 
 
 def real_bootstrapper_values(
-    metric: str, preds: torch.Tensor, target: torch.Tensor, batch_size: int, strategy: str, num_bootstraps: int,
+    metric: str,
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    batch_size: int,
+    strategy: str,
+    num_bootstraps: int,
     seed: int,
 ) -> np.ndarray:
     """The ``[B]`` copy values (``raw=True``) of the real ``BootStrapper`` over ``metric``'s torchmetrics class."""
@@ -374,15 +396,19 @@ def real_bootstrapper_values(
         "auroc": lambda: BinaryAUROC(),
     }[metric]()
     torch.manual_seed(seed)
-    bs = BootStrapper(base, num_bootstraps=num_bootstraps, mean=False, std=False, raw=True,
-                      sampling_strategy=strategy)
+    bs = BootStrapper(base, num_bootstraps=num_bootstraps, mean=False, std=False, raw=True, sampling_strategy=strategy)
     for s, e in _batches(preds.numel(), batch_size):
         bs.update(preds[s:e], target[s:e])
     return bs.compute()["raw"].double().numpy()
 
 
 def reimpl_bootstrapper_values(
-    metric: str, preds: torch.Tensor, target: torch.Tensor, batch_size: int, strategy: str, num_bootstraps: int,
+    metric: str,
+    preds: torch.Tensor,
+    target: torch.Tensor,
+    batch_size: int,
+    strategy: str,
+    num_bootstraps: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """The ``[B]`` copy values (float64) of the re-implementation, fed ``(preds, target)`` in batches."""

@@ -137,8 +137,13 @@ def plot(results: dict[str, Any], out: Path, names_fn, filename: str, title: str
         ns = [c["n"] for c in cells]
         ref = [_configs(c).get(OURS[0], {"sims": results["meta"]["sims"]})["sims"] for c in cells]
         band = [mc_halfwidth(s) for s in ref]
-        ax.fill_between(ns, [0.95 - h for h in band], [0.95 + h for h in band], color="0.85",
-                        label="95% Monte Carlo band (S sets of ours)")
+        ax.fill_between(
+            ns,
+            [0.95 - h for h in band],
+            [0.95 + h for h in band],
+            color="0.85",
+            label="95% Monte Carlo band (S sets of ours)",
+        )
         ax.axhline(0.95, color="k", lw=1, label="nominal 0.95")
         for name in names_fn(_names(cells)):
             xs, ys, off = [], [], []
@@ -172,8 +177,11 @@ def plot(results: dict[str, Any], out: Path, names_fn, filename: str, title: str
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     meta = results["meta"]
     fewer = " (fewer where marked)" if reduced_lines(results) else ""
-    fig.suptitle(f"{title} — B={meta['num_bootstraps']}, S={meta['sims']} sets per cell{fewer}, "
-                 f"data seed SeedSequence([{DATA_SEED}, metric, n]), bootstrap seed = set index", fontsize=9)
+    fig.suptitle(
+        f"{title} — B={meta['num_bootstraps']}, S={meta['sims']} sets per cell{fewer}, "
+        f"data seed SeedSequence([{DATA_SEED}, metric, n]), bootstrap seed = set index",
+        fontsize=9,
+    )
     rows = math.ceil(len(labels) / 3)
     fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 0.95))
     fig.savefig(out / filename, dpi=110)
@@ -219,8 +227,14 @@ def pick_default(summary: dict[str, dict[str, float]], max_width_ratio: float = 
     under 95% (beyond the Monte Carlo band), then the smallest mean shortfall below 95%, then the smallest mean
     absolute coverage error."""
     sane = {m: s for m, s in summary.items() if s["mean_width_ratio"] <= max_width_ratio}
-    return min(sane, key=lambda m: (sane[m]["cells_significantly_under"], round(sane[m]["mean_shortfall"], 4),
-                                    sane[m]["mean_abs_error"]))
+    return min(
+        sane,
+        key=lambda m: (
+            sane[m]["cells_significantly_under"],
+            round(sane[m]["mean_shortfall"], 4),
+            sane[m]["mean_abs_error"],
+        ),
+    )
 
 
 def recommendation(results: dict[str, Any]) -> str:
@@ -230,9 +244,11 @@ def recommendation(results: dict[str, Any]) -> str:
         if not summary:
             continue
         cells = next(iter(summary.values()))["cells"]
-        lines.append(f"\nOver all {cells} (metric, n) cells, `resampling=\"{resampling}\"`:\n")
-        lines.append("| method | cells below the MC band | mean shortfall below 95% | mean \\|coverage − 95%\\| "
-                     "| lowest coverage | mean width / percentile | max width / percentile |")
+        lines.append(f'\nOver all {cells} (metric, n) cells, `resampling="{resampling}"`:\n')
+        lines.append(
+            "| method | cells below the MC band | mean shortfall below 95% | mean \\|coverage − 95%\\| "
+            "| lowest coverage | mean width / percentile | max width / percentile |"
+        )
         lines.append("|---|---|---|---|---|---|---|")
         for m, s in summary.items():
             lines.append(
@@ -251,18 +267,20 @@ def recommendation(results: dict[str, Any]) -> str:
         "among the "
         "methods whose mean width is at most 1.15× the percentile interval's, prefer the fewest cells whose "
         "coverage is below 95% by more than the Monte Carlo band, then the smallest mean shortfall below 95%, then "
-        "the smallest mean absolute coverage error, with the default `resampling=\"multinomial\"`."
+        'the smallest mean absolute coverage error, with the default `resampling="multinomial"`.'
     )
     lines.append("")
     if best == "percentile":
-        verdict = "keep `method=\"percentile\"` as the default: no other method does better by this rule"
+        verdict = 'keep `method="percentile"` as the default: no other method does better by this rule'
     else:
         verdict = (
-            f"change the default `method` from `\"percentile\"` to `\"{best}\"`: it has "
+            f'change the default `method` from `"percentile"` to `"{best}"`: it has '
             f"{s_best['cells_significantly_under']} cell(s) below the Monte Carlo band against "
             f"{s_pct['cells_significantly_under'] if s_pct else '—'} for percentile, a mean shortfall of "
             f"{100 * s_best['mean_shortfall']:.2f} pt against "
-            f"{100 * s_pct['mean_shortfall']:.2f} pt" if s_pct else ""
+            f"{100 * s_pct['mean_shortfall']:.2f} pt"
+            if s_pct
+            else ""
         ) + (f", at {s_best['mean_width_ratio']:.3f}× the percentile width on average" if best != "percentile" else "")
     lines.append(f"**By this rule the evidence says: {verdict}.**")
     sims = results["meta"]["sims"]
@@ -375,7 +393,8 @@ def scipy_diff_line(results: dict[str, Any]) -> str:
     diffs = [
         st["max_abs_diff_vs_plain"]
         for cell in results["cells"].values()
-        if (g := cell["groups"].get("scipy")) and (st := g["configs"].get("scipy.stats.bootstrap BCa"))
+        if (g := cell["groups"].get("scipy"))
+        and (st := g["configs"].get("scipy.stats.bootstrap BCa"))
         and "max_abs_diff_vs_plain" in st
     ]
     return f"{max(diffs):.3g} (over {len(diffs)} cells)" if diffs else "— (not recorded)"
@@ -424,12 +443,16 @@ def findings(results: dict[str, Any]) -> list[str]:
                 if st:
                     parts.append(f"{100 * st['coverage']:.1f}%")
         if parts:
-            out.append(f"- torchmetrics `BootStrapper` multinomial at batch size {bs}: coverage ranges "
-                       f"{min(parts, key=lambda x: float(x[:-1]))}–{max(parts, key=lambda x: float(x[:-1]))} "
-                       "over all cells (it resamples within each batch" + (
-                           "; at batch size 1 every copy sees the same data, so the interval has zero width)."
-                           if bs == 1 else ").")
-                       )
+            out.append(
+                f"- torchmetrics `BootStrapper` multinomial at batch size {bs}: coverage ranges "
+                f"{min(parts, key=lambda x: float(x[:-1]))}–{max(parts, key=lambda x: float(x[:-1]))} "
+                "over all cells (it resamples within each batch"
+                + (
+                    "; at batch size 1 every copy sees the same data, so the interval has zero width)."
+                    if bs == 1
+                    else ")."
+                )
+            )
     for metric in METRICS:
         cells = _cells(results, metric)
         if not cells:
@@ -437,20 +460,38 @@ def findings(results: dict[str, Any]) -> list[str]:
         n = cells[-1]["n"]
         a, b = _get(results, metric, n, bca), _get(results, metric, n, "scipy.stats.bootstrap BCa")
         if a and b and a.get("median_time_ms") and b.get("median_time_ms"):
-            out.append(f"- {TITLES[metric]}, n={n}: one BCa interval takes {a['median_time_ms']:.0f} ms with "
-                       f"`BootstrapMetric` against {b['median_time_ms']:.0f} ms with `scipy.stats.bootstrap` "
-                       f"({b['median_time_ms'] / a['median_time_ms']:.1f}× CPU time, same B).")
+            out.append(
+                f"- {TITLES[metric]}, n={n}: one BCa interval takes {a['median_time_ms']:.0f} ms with "
+                f"`BootstrapMetric` against {b['median_time_ms']:.0f} ms with `scipy.stats.bootstrap` "
+                f"({b['median_time_ms'] / a['median_time_ms']:.1f}× CPU time, same B)."
+            )
     return out
 
 
 def write_report(results: dict[str, Any], out: Path, args: Any = None) -> None:
     meta = results["meta"]
     pngs = [
-        plot(results, out, lambda names: [n for n in names if n.startswith("ours")], "coverage_ours.png",
-             "BootstrapMetric, every method x resampling", 0.85),
-        plot(results, out, lambda names: [n for n in names if not n.startswith("ours") or n in (
-            config_name("multinomial", "percentile"), config_name("multinomial", "bca"))],
-             "coverage_anchors.png", "Anchors (dashed) next to ours (solid)", 0.80),
+        plot(
+            results,
+            out,
+            lambda names: [n for n in names if n.startswith("ours")],
+            "coverage_ours.png",
+            "BootstrapMetric, every method x resampling",
+            0.85,
+        ),
+        plot(
+            results,
+            out,
+            lambda names: [
+                n
+                for n in names
+                if not n.startswith("ours")
+                or n in (config_name("multinomial", "percentile"), config_name("multinomial", "bca"))
+            ],
+            "coverage_anchors.png",
+            "Anchors (dashed) next to ours (solid)",
+            0.80,
+        ),
     ]
     mach = meta["machine"]
     total_cpu = sum(g["cpu_s"] for c in results["cells"].values() for g in c["groups"].values())
@@ -485,12 +526,16 @@ def write_report(results: dict[str, Any], out: Path, args: Any = None) -> None:
         f"(true accuracy {ACC_P}).",
         f"- Macro-F1: 3 classes with priors {tuple(F1_PRIORS.tolist())} and P(pred | target) rows "
         f"{[tuple(r) for r in F1_COND.tolist()]}; true macro-F1 {f1_true:.6f}, exact from the joint table "
-        "(mean over classes of 2·P_kk / (P_k· + P_·k))." if f1_true is not None else "- Macro-F1: not run.",
+        "(mean over classes of 2·P_kk / (P_k· + P_·k))."
+        if f1_true is not None
+        else "- Macro-F1: not run.",
         f"- AUROC: prevalence {AUC_PREVALENCE}, positives ~ N({AUC_DELTA}, 1), negatives ~ N(0, 1); true AUC = "
-        f"Φ(δ/√2) = {auc_true:.6f}." if auc_true is not None else "- AUROC: not run.",
+        f"Φ(δ/√2) = {auc_true:.6f}."
+        if auc_true is not None
+        else "- AUROC: not run.",
         "",
         "**Methods.** *Ours*: `BootstrapMetric(base, num_bootstraps=B, method=m, resampling=r, seed=i)` with the "
-        "torchmetrics base metrics `BinaryAccuracy()`, `MulticlassF1Score(num_classes=3, average=\"macro\")` and "
+        'torchmetrics base metrics `BinaryAccuracy()`, `MulticlassF1Score(num_classes=3, average="macro")` and '
         "`BinaryAUROC()`. The four methods of one resampling mode share one set of replicates per set (the engine "
         "output turned into each interval exactly as `BootstrapMetric.compute` does); on the first "
         f"{meta['timing_sims']} sets of every cell a fresh `BootstrapMetric` per (method, resampling) is also run and "
@@ -500,7 +545,7 @@ def write_report(results: dict[str, Any], out: Path, args: Any = None) -> None:
         "B deep copies per update and is far too slow for this many sets), validated against the real class below; "
         "its Poisson mode gives each sample an independent Poisson(1) count whatever the batch, so its distribution "
         "does not depend on the batch size and one row stands for 1, 8 and 64. *scipy*: "
-        "`scipy.stats.bootstrap((preds, target), stat, paired=True, vectorized=True, method=\"BCa\", "
+        '`scipy.stats.bootstrap((preds, target), stat, paired=True, vectorized=True, method="BCa", '
         "n_resamples=B)` with the gather-and-rank statistic a user writes. scipy implements `paired=True` as a "
         "bootstrap of `arange(n)`, so the study calls `scipy.stats.bootstrap((arange(n),), index_stat, ...)` with a "
         "statistic that counts the drawn indices instead of gathering and ranking them: the same resamples, the "
@@ -551,10 +596,14 @@ def write_report(results: dict[str, Any], out: Path, args: Any = None) -> None:
         md += ["None: every group (ours and every anchor) ran on every set of every cell."]
     md += ["", "### Findings", "", *findings(results)]
     md += ["", "### Which `method` should be the default", "", recommendation(results), ""]
-    md += ["<details><summary>Every (metric, n, method): coverage, Monte Carlo error, misses, width, time"
-           "</summary>", ""]
-    md += ["'above truth' = intervals entirely above the true value, 'below truth' = entirely below; 'warned sets' = "
-           "sets where the library emitted a warning (e.g. BCa falling back to percentile)."]
+    md += [
+        "<details><summary>Every (metric, n, method): coverage, Monte Carlo error, misses, width, time</summary>",
+        "",
+    ]
+    md += [
+        "'above truth' = intervals entirely above the true value, 'below truth' = entirely below; 'warned sets' = "
+        "sets where the library emitted a warning (e.g. BCa falling back to percentile)."
+    ]
     for metric in METRICS:
         if _cells(results, metric):
             md += ["", f"**{TITLES[metric]}**", "", detail_table(results, metric)]

@@ -29,8 +29,9 @@ from coverage_sim import simulate
 def main() -> None:
     torch.set_num_threads(1)
     preds, target = (x[0] for x in simulate("macro_f1", 100, 1))
-    ref = anchors.reimpl_bootstrapper_values("macro_f1", preds, target, 8, "multinomial", 200_000,
-                                             np.random.default_rng(7))
+    ref = anchors.reimpl_bootstrapper_values(
+        "macro_f1", preds, target, 8, "multinomial", 200_000, np.random.default_rng(7)
+    )
     mean, sd = ref.mean(), ref.std(ddof=1)
     codes = (target * 3 + preds).numpy()
     rng = np.random.default_rng(11)
@@ -38,12 +39,14 @@ def main() -> None:
     idx = np.concatenate([s + rng.integers(0, e - s, (reps, e - s)) for s, e in anchors._batches(100, 8)], axis=1)
     direct = anchors.confusion_metric("macro_f1", torch.from_numpy(anchors._rowcounts(codes[idx], 9))).double()
     print(f"reference mean (200,000 re-implementation copies): {mean:.5f}, sd {sd:.5f}")
-    print(f"direct per-batch index draws (20,000 copies):      {direct.mean().item():.5f}, "
-          f"sd {direct.std().item():.5f}")
+    print(
+        f"direct per-batch index draws (20,000 copies):      {direct.mean().item():.5f}, sd {direct.std().item():.5f}"
+    )
     zs = []
     for s in range(300):
-        v = anchors.reimpl_bootstrapper_values("macro_f1", preds, target, 8, "multinomial", 2000,
-                                               np.random.default_rng([s, 99]))
+        v = anchors.reimpl_bootstrapper_values(
+            "macro_f1", preds, target, 8, "multinomial", 2000, np.random.default_rng([s, 99])
+        )
         zs.append((v.mean() - mean) / (sd / np.sqrt(2000)))
     zs = np.array(zs)
     print(f"z of the default_rng([0, 99]) sample: {zs[0]:+.2f}")

@@ -37,9 +37,20 @@ DOMAINS: dict[str, dict[str, list]] = {
     "restaurant": {
         "products": ["restaurant", "place", "bistro", "diner", "cafe", "pizzeria", "noodle bar"],
         "aspects": [
-            ("food", False), ("service", False), ("waiter", False), ("pasta", False), ("coffee", False),
-            ("dessert", False), ("portions", True), ("prices", True), ("atmosphere", False),
-            ("music", False), ("staff", True), ("menu", False), ("wine list", False), ("curry", False),
+            ("food", False),
+            ("service", False),
+            ("waiter", False),
+            ("pasta", False),
+            ("coffee", False),
+            ("dessert", False),
+            ("portions", True),
+            ("prices", True),
+            ("atmosphere", False),
+            ("music", False),
+            ("staff", True),
+            ("menu", False),
+            ("wine list", False),
+            ("curry", False),
         ],
         "good_events": [
             "our table was ready straight away",
@@ -57,12 +68,32 @@ DOMAINS: dict[str, dict[str, list]] = {
         ],
     },
     "electronics": {
-        "products": ["phone", "laptop", "pair of headphones", "speaker", "charger", "tablet",
-                     "smartwatch", "camera", "monitor", "keyboard"],
+        "products": [
+            "phone",
+            "laptop",
+            "pair of headphones",
+            "speaker",
+            "charger",
+            "tablet",
+            "smartwatch",
+            "camera",
+            "monitor",
+            "keyboard",
+        ],
         "aspects": [
-            ("battery", False), ("screen", False), ("sound", False), ("build quality", False),
-            ("setup", False), ("software", False), ("keys", True), ("fan", False), ("microphone", False),
-            ("bluetooth connection", False), ("buttons", True), ("display", False), ("speakers", True),
+            ("battery", False),
+            ("screen", False),
+            ("sound", False),
+            ("build quality", False),
+            ("setup", False),
+            ("software", False),
+            ("keys", True),
+            ("fan", False),
+            ("microphone", False),
+            ("bluetooth connection", False),
+            ("buttons", True),
+            ("display", False),
+            ("speakers", True),
         ],
         "good_events": [
             "it survived a drop onto concrete",
@@ -82,9 +113,19 @@ DOMAINS: dict[str, dict[str, list]] = {
     "hotel": {
         "products": ["hotel", "room", "resort", "guesthouse", "hostel", "apartment"],
         "aspects": [
-            ("bed", False), ("shower", False), ("breakfast", False), ("location", False),
-            ("front desk", False), ("check-in", False), ("view", False), ("wifi", False), ("pool", False),
-            ("pillows", True), ("cleaners", True), ("walls", True), ("air conditioning", False),
+            ("bed", False),
+            ("shower", False),
+            ("breakfast", False),
+            ("location", False),
+            ("front desk", False),
+            ("check-in", False),
+            ("view", False),
+            ("wifi", False),
+            ("pool", False),
+            ("pillows", True),
+            ("cleaners", True),
+            ("walls", True),
+            ("air conditioning", False),
         ],
         "good_events": [
             "they upgraded our room for free",
@@ -104,9 +145,16 @@ DOMAINS: dict[str, dict[str, list]] = {
     "shop": {
         "products": ["order", "online shop", "store", "delivery company", "seller"],
         "aspects": [
-            ("delivery", False), ("packaging", False), ("customer support", False), ("refund", False),
-            ("returns process", False), ("checkout", False), ("tracking", False), ("courier", False),
-            ("instructions", True), ("staff", True),
+            ("delivery", False),
+            ("packaging", False),
+            ("customer support", False),
+            ("refund", False),
+            ("returns process", False),
+            ("checkout", False),
+            ("tracking", False),
+            ("courier", False),
+            ("instructions", True),
+            ("staff", True),
         ],
         "good_events": [
             "it arrived a day early",
@@ -126,9 +174,17 @@ DOMAINS: dict[str, dict[str, list]] = {
     "app": {
         "products": ["app", "subscription", "service", "website", "game", "program"],
         "aspects": [
-            ("interface", False), ("latest update", False), ("login", False), ("sync", False),
-            ("notifications", True), ("search", False), ("pricing", False), ("ads", True),
-            ("dark mode", False), ("loading times", True), ("help pages", True),
+            ("interface", False),
+            ("latest update", False),
+            ("login", False),
+            ("sync", False),
+            ("notifications", True),
+            ("search", False),
+            ("pricing", False),
+            ("ads", True),
+            ("dark mode", False),
+            ("loading times", True),
+            ("help pages", True),
         ],
         "good_events": [
             "the update fixed every bug I had",
@@ -148,8 +204,16 @@ DOMAINS: dict[str, dict[str, list]] = {
     "clothing": {
         "products": ["jacket", "pair of shoes", "pair of jeans", "backpack", "sweater", "raincoat", "dress"],
         "aspects": [
-            ("fit", False), ("fabric", False), ("stitching", False), ("colour", False), ("zip", False),
-            ("sizing", False), ("pockets", True), ("laces", True), ("sleeves", True), ("material", False),
+            ("fit", False),
+            ("fabric", False),
+            ("stitching", False),
+            ("colour", False),
+            ("zip", False),
+            ("sizing", False),
+            ("pockets", True),
+            ("laces", True),
+            ("sleeves", True),
+            ("material", False),
         ],
         "good_events": [
             "it kept me dry in a proper downpour",
@@ -169,49 +233,157 @@ DOMAINS: dict[str, dict[str, list]] = {
 }
 
 # Adjectives that take an intensifier ("really good") and phrases that do not ("a letdown").
-POSITIVE_ADJ = ["great", "good", "impressive", "solid", "lovely", "comfortable", "reliable", "quick",
-                "pleasant", "well made"]
-POSITIVE_PHRASES = ["excellent", "fantastic", "superb", "outstanding", "wonderful", "top notch", "first rate",
-                    "brilliant", "perfect", "better than expected", "spot on", "a real highlight",
-                    "faultless", "a pleasant surprise"]
-NEGATIVE_ADJ = ["poor", "disappointing", "bad", "frustrating", "flimsy", "slow", "unreliable", "cheap",
-                "uncomfortable", "badly made"]
-NEGATIVE_PHRASES = ["terrible", "awful", "dreadful", "subpar", "useless", "a letdown", "shoddy", "horrible",
-                    "worse than expected", "abysmal", "a joke", "a mess", "unacceptable", "a disaster"]
-MILD_ADJ = ["fine", "okay", "decent", "acceptable", "average", "alright", "passable", "nothing special",
-            "so-so", "fair enough", "middle of the road"]
+POSITIVE_ADJ = [
+    "great",
+    "good",
+    "impressive",
+    "solid",
+    "lovely",
+    "comfortable",
+    "reliable",
+    "quick",
+    "pleasant",
+    "well made",
+]
+POSITIVE_PHRASES = [
+    "excellent",
+    "fantastic",
+    "superb",
+    "outstanding",
+    "wonderful",
+    "top notch",
+    "first rate",
+    "brilliant",
+    "perfect",
+    "better than expected",
+    "spot on",
+    "a real highlight",
+    "faultless",
+    "a pleasant surprise",
+]
+NEGATIVE_ADJ = [
+    "poor",
+    "disappointing",
+    "bad",
+    "frustrating",
+    "flimsy",
+    "slow",
+    "unreliable",
+    "cheap",
+    "uncomfortable",
+    "badly made",
+]
+NEGATIVE_PHRASES = [
+    "terrible",
+    "awful",
+    "dreadful",
+    "subpar",
+    "useless",
+    "a letdown",
+    "shoddy",
+    "horrible",
+    "worse than expected",
+    "abysmal",
+    "a joke",
+    "a mess",
+    "unacceptable",
+    "a disaster",
+]
+MILD_ADJ = [
+    "fine",
+    "okay",
+    "decent",
+    "acceptable",
+    "average",
+    "alright",
+    "passable",
+    "nothing special",
+    "so-so",
+    "fair enough",
+    "middle of the road",
+]
 INTENSIFIERS = ["really ", "very ", "pretty ", "quite ", "genuinely ", "incredibly "]
 
 POSITIVE_VERDICTS = [
-    "I would definitely buy it again", "highly recommend", "worth every penny", "it exceeded my expectations",
-    "we will be back", "it does exactly what it says", "five stars from me", "no regrets at all",
-    "I have already recommended it to friends", "money well spent", "I'm very happy with it",
-    "couldn't be happier", "a great find", "I'd give it ten out of ten",
+    "I would definitely buy it again",
+    "highly recommend",
+    "worth every penny",
+    "it exceeded my expectations",
+    "we will be back",
+    "it does exactly what it says",
+    "five stars from me",
+    "no regrets at all",
+    "I have already recommended it to friends",
+    "money well spent",
+    "I'm very happy with it",
+    "couldn't be happier",
+    "a great find",
+    "I'd give it ten out of ten",
 ]
 NEGATIVE_VERDICTS = [
-    "I returned it after a week", "save your money", "never again", "a complete waste of money",
-    "I want a refund", "I regret buying it", "avoid", "I would not recommend it", "one star",
-    "I'm not going back", "I wouldn't wish it on anyone", "very disappointed overall",
-    "stay away", "not worth the hassle",
+    "I returned it after a week",
+    "save your money",
+    "never again",
+    "a complete waste of money",
+    "I want a refund",
+    "I regret buying it",
+    "avoid",
+    "I would not recommend it",
+    "one star",
+    "I'm not going back",
+    "I wouldn't wish it on anyone",
+    "very disappointed overall",
+    "stay away",
+    "not worth the hassle",
 ]
 FILLERS = [
-    "I bought this last month.", "We stayed for three nights.", "Ordered it on a Monday.",
-    "This was a gift for my dad.", "I have used it every day since March.",
-    "We came here for a birthday dinner.", "My partner picked this one.", "Bought it on sale.",
-    "Second time ordering from them.", "We were a group of six.", "I use it mostly for work.",
-    "Writing this a few weeks in.", "It came in a blue box.", "I found it through a friend.",
-    "We went on a Tuesday evening.", "I read a lot of reviews before choosing.",
-    "Long review, sorry.", "Update after two weeks:", "For context, I travel a lot.",
+    "I bought this last month.",
+    "We stayed for three nights.",
+    "Ordered it on a Monday.",
+    "This was a gift for my dad.",
+    "I have used it every day since March.",
+    "We came here for a birthday dinner.",
+    "My partner picked this one.",
+    "Bought it on sale.",
+    "Second time ordering from them.",
+    "We were a group of six.",
+    "I use it mostly for work.",
+    "Writing this a few weeks in.",
+    "It came in a blue box.",
+    "I found it through a friend.",
+    "We went on a Tuesday evening.",
+    "I read a lot of reviews before choosing.",
+    "Long review, sorry.",
+    "Update after two weeks:",
+    "For context, I travel a lot.",
     "I'm not usually one to write reviews.",
 ]
 # Lukewarm endings that lean one way (label follows the lean) ...
-LEAN_POSITIVE = ["fine for the price", "good enough for what I need", "does the job",
-                 "I'd probably buy it again", "better than nothing", "I can live with that"]
-LEAN_NEGATIVE = ["I expected more", "not sure it was worth it", "I probably won't buy it again",
-                 "it could have been better", "a bit of a shame", "I'm on the fence about keeping it"]
+LEAN_POSITIVE = [
+    "fine for the price",
+    "good enough for what I need",
+    "does the job",
+    "I'd probably buy it again",
+    "better than nothing",
+    "I can live with that",
+]
+LEAN_NEGATIVE = [
+    "I expected more",
+    "not sure it was worth it",
+    "I probably won't buy it again",
+    "it could have been better",
+    "a bit of a shame",
+    "I'm on the fence about keeping it",
+]
 # ... and endings with no lean at all (label is a coin flip: real reviewers disagree on these).
-NO_LEAN = ["it is what it is", "make of that what you will", "hard to say", "nothing more to add",
-           "take it or leave it", "your mileage may vary"]
+NO_LEAN = [
+    "it is what it is",
+    "make of that what you will",
+    "hard to say",
+    "nothing more to add",
+    "take it or leave it",
+    "your mileage may vary",
+]
 
 
 def _cap(s: str) -> str:
@@ -251,22 +423,28 @@ class ReviewWriter:
         r = self.rng.random()
         if r < 0.55:
             neg_be = {"was": "wasn't", "were": "weren't"}[be] if self.rng.random() < 0.5 else f"{be} not"
-            word = self.rng.choice(
-                NEGATIVE_ADJ + NEGATIVE_PHRASES if polarity > 0 else POSITIVE_ADJ + POSITIVE_PHRASES
-            )
+            word = self.rng.choice(NEGATIVE_ADJ + NEGATIVE_PHRASES if polarity > 0 else POSITIVE_ADJ + POSITIVE_PHRASES)
             tail = self.rng.choice(["", "", " at all"]) if polarity > 0 else ""
             return f"the {aspect} {neg_be} {word}{tail}"
         if polarity > 0:
-            return self.rng.choice([
-                f"I can't complain about the {aspect}", f"there was nothing wrong with the {aspect}",
-                f"I never had a single problem with the {aspect}", f"no issues with the {aspect} whatsoever",
-                f"I couldn't find fault with the {aspect}",
-            ])
-        return self.rng.choice([
-            f"I can't say the {aspect} impressed me", f"the {aspect} never worked properly",
-            f"nobody could call the {aspect} good", f"I wouldn't describe the {aspect} as acceptable",
-            f"there was nothing good about the {aspect}",
-        ])
+            return self.rng.choice(
+                [
+                    f"I can't complain about the {aspect}",
+                    f"there was nothing wrong with the {aspect}",
+                    f"I never had a single problem with the {aspect}",
+                    f"no issues with the {aspect} whatsoever",
+                    f"I couldn't find fault with the {aspect}",
+                ]
+            )
+        return self.rng.choice(
+            [
+                f"I can't say the {aspect} impressed me",
+                f"the {aspect} never worked properly",
+                f"nobody could call the {aspect} good",
+                f"I wouldn't describe the {aspect} as acceptable",
+                f"there was nothing good about the {aspect}",
+            ]
+        )
 
     def _event(self, dom: dict[str, list], polarity: int) -> str:
         return self.rng.choice(dom["good_events"] if polarity > 0 else dom["bad_events"])
@@ -330,14 +508,16 @@ class ReviewWriter:
         if self.rng.random() < 0.3:
             other = self._event(dom, -p)
         product = self._product(dom)
-        body = self.rng.choice([
-            f"{other}, but {main}",
-            f"although {other}, {main}",
-            f"{other}. However, {main}",
-            f"{other}, yet overall {main}",
-            f"{main}, even though {other}",
-            f"sure, {other}. Still, {main}",
-        ])
+        body = self.rng.choice(
+            [
+                f"{other}, but {main}",
+                f"although {other}, {main}",
+                f"{other}. However, {main}",
+                f"{other}, yet overall {main}",
+                f"{main}, even though {other}",
+                f"sure, {other}. Still, {main}",
+            ]
+        )
         if p < 0 and self.rng.random() < 0.25:
             body = f"I wanted to love this {product}, but {main}"
         if p > 0 and self.rng.random() < 0.25:
@@ -351,26 +531,30 @@ class ReviewWriter:
         if p < 0:
             ev = self._event(dom, -1)
             aspect, _ = self._aspect(dom)
-            body = self.rng.choice([
-                f"oh great, {ev}. Just what I wanted",
-                f"absolutely brilliant, {ev}",
-                f"five stars for teaching me patience: {ev}",
-                f"love how {ev}. Fantastic work",
-                f"wonderful {aspect}, if you enjoy disappointment",
-                f"what a treat, {ev}",
-                f"best {product} ever, said nobody after {ev}",
-                f"thanks a lot, {ev}. Really impressive",
-            ])
+            body = self.rng.choice(
+                [
+                    f"oh great, {ev}. Just what I wanted",
+                    f"absolutely brilliant, {ev}",
+                    f"five stars for teaching me patience: {ev}",
+                    f"love how {ev}. Fantastic work",
+                    f"wonderful {aspect}, if you enjoy disappointment",
+                    f"what a treat, {ev}",
+                    f"best {product} ever, said nobody after {ev}",
+                    f"thanks a lot, {ev}. Really impressive",
+                ]
+            )
         else:
             aspect, _ = self._aspect(dom)
-            body = self.rng.choice([
-                f"I hate how much I love this {product}",
-                f"annoyingly, the {aspect} is perfect and I have nothing to complain about",
-                f"my wallet is crying but this {product} was worth it",
-                f"dangerously good {aspect}, I keep coming back",
-                f"I expected the worst and was completely wrong about this {product}",
-                f"ridiculously good {product}, it's almost unfair",
-            ])
+            body = self.rng.choice(
+                [
+                    f"I hate how much I love this {product}",
+                    f"annoyingly, the {aspect} is perfect and I have nothing to complain about",
+                    f"my wallet is crying but this {product} was worth it",
+                    f"dangerously good {aspect}, I keep coming back",
+                    f"I expected the worst and was completely wrong about this {product}",
+                    f"ridiculously good {product}, it's almost unfair",
+                ]
+            )
         return self._wrap(body, p)
 
     def lukewarm(self, p: int) -> tuple[str, int]:
@@ -392,35 +576,63 @@ class ReviewWriter:
         dom = self._domain()
         product = self._product(dom)
         if p > 0:
-            body = self.rng.choice([
-                f"much better than the last {product} I had",
-                f"a big step up from my old {product}",
-                f"nothing else I've tried comes close to this {product}",
-                f"way ahead of the cheaper {product} I had before",
-            ])
+            body = self.rng.choice(
+                [
+                    f"much better than the last {product} I had",
+                    f"a big step up from my old {product}",
+                    f"nothing else I've tried comes close to this {product}",
+                    f"way ahead of the cheaper {product} I had before",
+                ]
+            )
         else:
-            body = self.rng.choice([
-                f"not as good as the previous {product}",
-                f"a step down from my old {product}",
-                f"my old {product} was better in every way",
-                f"the cheaper {product} I had before did a better job",
-            ])
+            body = self.rng.choice(
+                [
+                    f"not as good as the previous {product}",
+                    f"a step down from my old {product}",
+                    f"my old {product} was better in every way",
+                    f"the cheaper {product} I had before did a better job",
+                ]
+            )
         return self._wrap(body, p)
 
     def rating(self, p: int) -> str:
         if p > 0:
-            body = self.rng.choice(["five stars", "ten out of ten", "would buy again", "exactly as described",
-                                    "does what it says on the tin", "no complaints", "full marks"])
+            body = self.rng.choice(
+                [
+                    "five stars",
+                    "ten out of ten",
+                    "would buy again",
+                    "exactly as described",
+                    "does what it says on the tin",
+                    "no complaints",
+                    "full marks",
+                ]
+            )
         else:
-            body = self.rng.choice(["two stars, and that's generous", "one star. Zero if I could",
-                                    "would not buy again", "not as described", "do not bother",
-                                    "complete rubbish", "want my money back"])
+            body = self.rng.choice(
+                [
+                    "two stars, and that's generous",
+                    "one star. Zero if I could",
+                    "would not buy again",
+                    "not as described",
+                    "do not bother",
+                    "complete rubbish",
+                    "want my money back",
+                ]
+            )
         return self._wrap(body, p)
 
     # --- one review ------------------------------------------------------------------------------
     KINDS: tuple[tuple[str, float], ...] = (
-        ("simple", 0.24), ("two_aspects", 0.08), ("event", 0.10), ("negation", 0.13), ("contrast", 0.18),
-        ("sarcasm", 0.08), ("lukewarm", 0.11), ("comparative", 0.05), ("rating", 0.03),
+        ("simple", 0.24),
+        ("two_aspects", 0.08),
+        ("event", 0.10),
+        ("negation", 0.13),
+        ("contrast", 0.18),
+        ("sarcasm", 0.08),
+        ("lukewarm", 0.11),
+        ("comparative", 0.05),
+        ("rating", 0.03),
     )
 
     def review(self) -> tuple[str, int, str]:

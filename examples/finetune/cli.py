@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--smoke",
         action="store_true",
-        help="a quick check: 2 epochs on a small slice (256 train, 64 validation texts) at --lr 5e-4, about a"
-        " minute on a laptop CPU",
+        help="a quick check: 2 epochs on a small slice (256 train, 64 validation texts) at --lr 5e-4, a minute"
+        " or two on a laptop CPU",
     )
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=None, help="epochs (default: 3; 2 with --smoke)")

@@ -261,9 +261,8 @@ class TextClassifier(pl.LightningModule):
             cpu = (probs.detach().cpu(), labels.cpu(), None if groups is None else groups.cpu())
             self._epoch_preds.append(cpu)
         for name, metric in self.val_metrics.items():
-            metric.update(
-                metric_input(name, probs), labels, groups=groups
-            )  # groups: a cluster bootstrap over --group-column
+            # groups (from --group-column): a cluster bootstrap, resampling whole sources
+            metric.update(metric_input(name, probs), labels, groups=groups)
             # value, lower and upper: Lightning computes (once), syncs across DDP ranks and resets at epoch end
             self.log_dict(metric.loggable(name), on_epoch=True)
         self.val_loss.update(out.loss.float(), weight=len(labels))

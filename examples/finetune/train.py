@@ -229,8 +229,10 @@ def run(args: argparse.Namespace) -> None:
         if args.effective_batch_size is not None
         else f"accumulation schedule ({args.schedule_interval}: factor): {args.schedule_dict}"
     )
+    sources = f" from {len(set(groups))} sources (--group-column)" if groups is not None else ""
     rank_zero_info(
-        f"train: {len(train_texts)} texts, validation: {len(val_texts)} texts, labels: {data.label_names}, {how}"
+        f"train: {len(train_texts)} texts, validation: {len(val_texts)} texts{sources}, labels: {data.label_names},"
+        f" {how}"
     )
     trainer.fit(module, datamodule=datamodule)
     if trainer.is_global_zero:

@@ -69,6 +69,10 @@ def count_pairs(ids: Tensor, cells: Tensor, num_cells: int) -> tuple[Tensor, Ten
     Returns:
         ``(group_ids, cells, counts)`` of the distinct pairs.
     """
+    if ids.numel() and int(ids.min()) >= 0 and int(ids.max()) < (1 << 62) // num_cells:
+        # one sort over int64 (group, cell) keys instead of two
+        keys, counts = torch.unique(ids * num_cells + cells, return_counts=True)
+        return keys // num_cells, keys % num_cells, counts
     uniq, inverse = torch.unique(ids, return_inverse=True)
     keys, counts = torch.unique(inverse * num_cells + cells, return_counts=True)
     return uniq[keys // num_cells], keys % num_cells, counts

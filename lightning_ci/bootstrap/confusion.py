@@ -186,6 +186,68 @@ def _multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator)
     return out
 
 
+# a binomial draw costs about as much as this many uniform index draws (CPU, measured): a pattern shared by fewer
+# groups is cheaper to resample by drawing its groups one by one (the index route) than by its own binomial
+_BINOMIAL_PER_INDEX = 8
+# group draws of the index route per chunk (int32 draws, kept in cache)
+_INDEX_CHUNK = 1 << 15
+
+
+def _group_multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
+    """``num_rows`` draws of ``Multinomial(G, counts / G)`` over the per-group count patterns (the cluster bootstrap).
+
+    ``counts[p]`` is the number of groups sharing pattern p (G in all). Each pattern is resampled by the cheaper
+    exact route: patterns shared by at least ``_BINOMIAL_PER_INDEX`` groups by sequential binomials (O(B) draws
+    each), the *rare* ones together through their groups: the number of draws landing on a rare group is the
+    last binomial of the sequence (the rare groups as one atom), then that many group indices are drawn uniformly
+    over the rare groups (O(B · G_rare) draws) and counted per pattern with one offset ``bincount``. Both parts
+    are exact, so every row is ``Multinomial(G, counts / G)`` whichever route a pattern takes. With few patterns
+    this is the binomial route alone; with as many patterns as groups it is the index route alone (what a NumPy
+    cluster bootstrap does). The result is a function of ``counts``, ``num_rows`` and the generator state.
+
+    Args:
+        counts: groups per pattern, non-negative integers ``[P]``.
+        num_rows: number of replicates B.
+        generator: the only source of randomness.
+
+    Returns:
+        float64 ``[B, P]`` of integer-valued counts, each row summing to G.
+    """
+    counts = counts.long()
+    rare = (counts > 0) & (counts < _BINOMIAL_PER_INDEX)
+    if not bool(rare.any()):
+        return _multinomial_rows(counts, num_rows, generator)
+    device = counts.device
+    rare_idx = torch.nonzero(rare).flatten()
+    common_idx = torch.nonzero(~rare).flatten()
+    rare_counts = counts[rare_idx]
+    g_rare = int(rare_counts.sum())
+    out = torch.zeros(num_rows, counts.numel(), dtype=torch.float64, device=device)
+    if common_idx.numel() and int(counts[common_idx].sum()) > 0:
+        split = _multinomial_rows(torch.cat([counts[common_idx], rare_counts.sum().reshape(1)]), num_rows, generator)
+        out[:, common_idx] = split[:, :-1]
+        in_rare = split[:, -1].long()
+    else:
+        in_rare = torch.full((num_rows,), g_rare, dtype=torch.long, device=device)
+    max_draws = int(in_rare.max())
+    if max_draws == 0:
+        return out
+    num_rare = rare_idx.numel()
+    pattern_of = torch.repeat_interleave(torch.arange(num_rare, device=device), rare_counts)  # rare group -> pattern
+    # chunks of rows, each drawing exactly its rows' numbers of rare groups (flat: no padding, no mask)
+    step = max(1, _INDEX_CHUNK // max_draws)
+    parts = []
+    for start in range(0, num_rows, step):
+        rows = min(step, num_rows - start)
+        per_row = in_rare[start : start + rows]
+        drawn = torch.randint(g_rare, (int(per_row.sum()),), generator=generator, device=device, dtype=torch.int32)
+        key = pattern_of.index_select(0, drawn)
+        key = key + torch.repeat_interleave(torch.arange(rows, device=device) * num_rare, per_row)
+        parts.append(torch.bincount(key, minlength=rows * num_rare).view(rows, num_rare))
+    out[:, rare_idx] = torch.cat(parts).double()
+    return out
+
+
 def _dirichlet_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
     """Bayesian-bootstrap replicate counts: ``n · Dirichlet(counts)`` per row; empty atoms stay 0.
 
@@ -930,9 +992,8 @@ class ConfusionEngine(BootstrapEngine):
         size depends only on B and M, so the replicates are a function of the counts and the seed alone.
         """
         gen = self.generator(atom_counts.device, stream=0)
-        sampler = {"multinomial": _multinomial_rows, "bayesian": _dirichlet_rows, "poisson": _poisson_rows}[
-            self.resampling
-        ]
+        multinomial = _group_multinomial_rows if self.grouped() else _multinomial_rows
+        sampler = {"multinomial": multinomial, "bayesian": _dirichlet_rows, "poisson": _poisson_rows}[self.resampling]
         b = self.num_bootstraps
         rows = b if b * atom_counts.numel() <= _DRAW_ELEMENTS else max(1, _DRAW_ELEMENTS // atom_counts.numel())
         for start in range(0, b, rows):

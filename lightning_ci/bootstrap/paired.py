@@ -61,6 +61,12 @@ class PairedClones(Metric):
         self.metric_a.reset()
         self.metric_b.reset()
 
+    def persistent(self, mode: bool = False) -> None:
+        """Save both clones' states in ``state_dict`` (or not), so that a paired evaluation resumes."""
+        super().persistent(mode)
+        self.metric_a.persistent(mode)
+        self.metric_b.persistent(mode)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # p-value: the inverted interval

@@ -145,7 +145,36 @@ def _sample_auroc(w: Tensor, y: Tensor, end_idx: Optional[Tensor]) -> tuple[Tens
     wy = w * y
     tpc = torch.cumsum(wy, 1)
     wn = w - wy
-    num = _rowdot(wn, tpc) if end_idx is None else 0.5 * _rowdot(wn, tpc + tpc[:, end_idx])
+    num = _rowdot(wn, tpc) if end_idx is None else 0.5 * _rowdot(wn, tpc + tpc.index_select(1, end_idx))
+    pos, neg = tpc[:, -1], wn.sum(1)
+    undefined = (pos <= 0) | (neg <= 0)
+    value = torch.where(undefined, torch.zeros_like(pos), num / (pos * neg))
+    return value, undefined
+
+
+def _sample_auroc_sparse_ties(w: Tensor, y: Tensor, ties: Optional[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """:func:`_sample_auroc` with the tie correction restricted to the few samples it changes.
+
+    A negative at position i gains half the positive weight of its tie group, ``tpc[end(i)] - tpc[i]``, which is
+    zero unless i shares a tie group with later samples. So the numerator is ``rowdot(wn, tpc)`` plus a half
+    correction over those columns only: one pass less over ``[R, n]`` and no full ``index_select``.
+
+    Args:
+        w: ``[R, n]`` sample weights in score-descending order (negatives first within a tie group).
+        y: ``[n]`` 1.0 for positives, 0.0 for negatives.
+        ties: ``(cols, ends)``: the negatives that are not last in their tie group and their group's last index;
+            None when there are none.
+
+    Returns:
+        ``(value [R], undefined [R])``, as :func:`_sample_auroc`.
+    """
+    wy = w * y
+    tpc = torch.cumsum(wy, 1)
+    wn = w - wy
+    num = _rowdot(wn, tpc)
+    if ties is not None:
+        cols, ends = ties
+        num = num + 0.5 * _rowdot(w.index_select(1, cols), tpc.index_select(1, ends) - tpc.index_select(1, cols))
     pos, neg = tpc[:, -1], wn.sum(1)
     undefined = (pos <= 0) | (neg <= 0)
     value = torch.where(undefined, torch.zeros_like(pos), num / (pos * neg))
@@ -167,7 +196,7 @@ def _sample_ap(w: Tensor, y: Tensor, end_idx: Optional[Tensor]) -> tuple[Tensor,
     tpc = torch.cumsum(wy, 1)
     precision = tpc / torch.cumsum(w, 1).clamp_min(torch.finfo(w.dtype).tiny)
     if end_idx is not None:
-        precision = precision[:, end_idx]
+        precision = precision.index_select(1, end_idx)
     pos = tpc[:, -1]
     undefined = pos <= 0
     value = torch.where(undefined, torch.zeros_like(pos), _rowdot(wy, precision) / pos)
@@ -901,7 +930,15 @@ class RankingEngine(BootstrapEngine):
             group = torch.empty(n, dtype=torch.long, device=device)
             group[perms[j] if perms[j] is not None else slice(None)] = _group_ids(ends[j], n)
             cell_of.append(2 * group + labels[:, j].long())
-        return {"perms": perms, "ends": ends, "end_idx": end_idx, "ys": ys, "cell_of": cell_of}
+        # the negatives a tie correction changes (not last in their tie group), for the sparse AUROC kernel
+        ties: list[Optional[tuple[Tensor, Tensor]]] = []
+        for j in range(c):
+            if end_idx[j] is None:
+                ties.append(None)
+                continue
+            cols = torch.nonzero((end_idx[j] != torch.arange(n, device=device)) & (ys[j] == 0)).flatten()
+            ties.append((cols, end_idx[j][cols]) if cols.numel() else None)
+        return {"perms": perms, "ends": ends, "end_idx": end_idx, "ys": ys, "cell_of": cell_of, "ties": ties}
 
     def _exact_per_class(
         self, prep: dict[str, Any], labels: Tensor, draw: _Draw, all_zero: bool
@@ -927,9 +964,12 @@ class RankingEngine(BootstrapEngine):
                 support = h[:, -1, 1]
             else:
                 w = draw.weights()
-                wj = w if perms[j] is None else w[:, perms[j]]
+                wj = w if perms[j] is None else w.index_select(1, perms[j])  # 8x faster than w[:, p]
                 y = ys[j].to(w.dtype)
-                v, u = kernel(wj, y, end_idx[j])
+                if self._is_auroc and self.paired:  # one pass less; unpaired keeps its kernel (same rounding)
+                    v, u = _sample_auroc_sparse_ties(wj, y, prep["ties"][j])
+                else:
+                    v, u = kernel(wj, y, end_idx[j])
                 support = _rowdot(wj, y.expand_as(wj)) if self._average == "weighted" else v
             if not self._is_auroc:
                 v = self._fill_exact_ap(v, u, all_zero)
@@ -960,7 +1000,7 @@ class RankingEngine(BootstrapEngine):
         for s in range(0, self.num_bootstraps, step):
             rows = min(step, self.num_bootstraps - s)
             group_weights = work.draw(self.resampling, rows, gen).weights()  # [rows, G]
-            reps.append(fn(_Draw(weights=group_weights[:, unit])))
+            reps.append(fn(_Draw(weights=group_weights.index_select(1, unit))))
         return torch.cat(reps)
 
     def _group_jackknife(self, n: int, unit: Tensor, fn: Callable[[_Draw], Tensor], device: torch.device) -> Tensor:

@@ -315,7 +315,7 @@ class IntervalReport(Callback):
             return "-"
         if math.isnan(value):
             return "n/a"
-        small = 10.0 ** -self.digits
+        small = 10.0**-self.digits
         if value == 0 or small <= abs(value) < 1e6:
             return f"{value:.{self.digits}f}"
         return f"{value:.{max(self.digits, 1)}g}"
@@ -478,8 +478,14 @@ class IntervalReport(Callback):
             if best_epoch is not None and any(r["epoch"] == best_epoch for r in pts):
                 best = next(r for r in pts if r["epoch"] == best_epoch)
                 (star,) = ax.plot(
-                    [best_epoch], [best[name]], marker="*", markersize=14, color="gold", markeredgecolor="k",
-                    linestyle="none", label=f"best epoch by {self.monitored()}",
+                    [best_epoch],
+                    [best[name]],
+                    marker="*",
+                    markersize=14,
+                    color="gold",
+                    markeredgecolor="k",
+                    linestyle="none",
+                    label=f"best epoch by {self.monitored()}",
                 )
                 panel.append(star)
             ax.set_title(name)
@@ -491,19 +497,31 @@ class IntervalReport(Callback):
             if show_factor:
                 twin = ax.twinx()
                 if len(epochs) == 1:
-                    (step,) = twin.plot([epochs[0] - 0.2, epochs[0] + 0.2], factors * 2, color="0.4", linestyle="--",
-                                        label="accumulation factor")
+                    (step,) = twin.plot(
+                        [epochs[0] - 0.2, epochs[0] + 0.2],
+                        factors * 2,
+                        color="0.4",
+                        linestyle="--",
+                        label="accumulation factor",
+                    )
                 else:
-                    (step,) = twin.step(epochs, factors, where="mid", color="0.4", linestyle="--",
-                                        label="accumulation factor")
+                    (step,) = twin.step(
+                        epochs, factors, where="mid", color="0.4", linestyle="--", label="accumulation factor"
+                    )
                 twin.set_ylim(0, max([f for f in factors if not math.isnan(f)] + [1]) * 1.25)
                 twin.set_ylabel("accumulation factor", color="0.4")
                 panel.append(step)
             if not handles:
                 handles = panel
         if handles:
-            fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=len(handles),
-                       fontsize=9, frameon=False)
+            fig.legend(
+                handles,
+                [h.get_label() for h in handles],
+                loc="lower center",
+                ncol=len(handles),
+                fontsize=9,
+                frameon=False,
+            )
         title = f"Validation metrics with {level + ' ' if level else ''}{self._interval_word}s"
         fig.suptitle(title)
         fig.tight_layout(rect=(0, 0.5 / height, 1, 1))
