@@ -36,6 +36,7 @@ python benchmarks/validation/coverage.py --out docs/validation
 python benchmarks/validation/boundary.py --out docs/validation
 python benchmarks/validation/accumulation.py --out docs/validation
 python benchmarks/validation/paired.py --out docs/validation
+python benchmarks/validation/paired_method.py --out docs/validation
 python benchmarks/validation/groups.py --out docs/validation
 python benchmarks/run_all.py
 python benchmarks/validation/make_report.py
@@ -93,6 +94,7 @@ def main() -> None:
         _fragment("accumulation.md", "Part 2"),
         _speed_section(),
         _fragment("paired.md", "Part 4"),
+        _fragment("paired_method.md", "Part 4b"),  # the paired default: benchmarks/validation/paired_method.py
         _fragment("groups.md", "Part 5"),  # grouped data (issue 11): benchmarks/validation/groups.py
     ]
     out = DOCS / "validation.md"

@@ -445,8 +445,9 @@ def write_report(results: dict[str, Any], out: Path, power: dict[str, Any] | Non
         f"- AUROC: prevalence {AUC_PREVALENCE}; scores μ·y + e with (e_A, e_B) bivariate standard normal of "
         f"correlation r ∈ {LEVELS['auroc']}, μ_B = {AUC_MU_B}; AUC = Φ(μ/√2), μ_A solved for the true difference.",
         "",
-        "**Tests.** *Ours*: `PairedBootstrapMetric(base, num_bootstraps=B, seed=i)` with every other argument at its "
-        'default (`method="auto"`, `resampling="multinomial"`), base metrics `BinaryAccuracy()`, '
+        '**Tests.** *Ours*: `PairedBootstrapMetric(base, num_bootstraps=B, method="bca", seed=i)` (BCa, the '
+        "paired default when this part ran; Part 4b compares it with the percentile interval, the default since) "
+        'with every other argument at its default (`resampling="multinomial"`), base metrics `BinaryAccuracy()`, '
         '`MulticlassF1Score(num_classes=3, average="macro")`, `BinaryAUROC()`; it rejects when `p_value < 0.05` '
         "(and, second row, when the 95% interval excludes 0). *McNemar exact*: two-sided binomial test of the "
         "discordant pairs. *DeLong paired*: DeLong et al. (1988) with Sun and Xu's O(n log n) midranks (checked "
