@@ -341,7 +341,7 @@ class BootstrapMetric(WrapperMetric):
             fast = engine_cls is not GenericEngine
             # a paired difference takes the percentile interval: on the discrete bootstrap distribution of a
             # difference with few discordant pairs, BCa rejected a true null up to 10% of the time at
-            # alpha = 0.05 (docs/validation.md, Parts 4 and 4b); the percentile interval stayed in the band
+            # alpha = 0.05 (docs/validation.md, Parts 4 and 4b); the percentile interval was nearer 5% in most cells
             paired_default = self._paired
             method = "bca" if fast and resampling != "bayesian" and not paired_default else "percentile"
         self.method = method
