@@ -172,6 +172,23 @@ class BootstrapEngine(Metric):
     def supports(cls, base_metric: Metric, resampling: str) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``update``'s tensors by name: ``preds, target`` (``preds_a, preds_b, target`` when paired), given by
+        position or keyword.
+
+        Raises:
+            TypeError: if an argument is missing, repeated or unknown.
+        """
+        names = ("preds_a", "preds_b", "target") if self.paired else ("preds", "target")
+        bound = dict(zip(names, args))
+        if len(args) > len(names) or set(bound) & set(kwargs) or set(bound) | set(kwargs) != set(names):
+            raise TypeError(
+                f"Expected `update({', '.join(names)}[, groups=...])` but received {len(args)} positional "
+                f"argument(s) and the keyword(s) {sorted(kwargs)}"
+            )
+        bound.update(kwargs)
+        return bound
+
     def generator(self, device: torch.device, stream: int = 0) -> torch.Generator:
         gen = torch.Generator(device=device)
         gen.manual_seed(_stream_seed(self.seed, stream))

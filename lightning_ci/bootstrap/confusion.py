@@ -748,14 +748,7 @@ class ConfusionEngine(BootstrapEngine):
         itself would; that validation syncs with the host). Otherwise binary and multiclass updates do
         not sync with the host (grouped updates do: they tabulate the batch per group).
         """
-        names = ("preds_a", "preds_b", "target") if self.paired else ("preds", "target")
-        bound = dict(zip(names, args))
-        if len(args) > len(names) or set(bound) & set(kwargs) or set(bound) | set(kwargs) != set(names):
-            raise TypeError(
-                f"Expected `update({', '.join(names)}[, groups=...])` but received {len(args)} positional "
-                f"argument(s) and the keyword(s) {sorted(kwargs)}"
-            )
-        bound.update(kwargs)
+        bound = self._bind_inputs(args, kwargs)
         if self.paired:
             preds_a, preds_b, target = bound["preds_a"], bound["preds_b"], bound["target"]
             if getattr(self.base_metric, "validate_args", False):
@@ -1108,8 +1101,9 @@ class ConfusionEngine(BootstrapEngine):
 
     def replicate_cells(self) -> Tensor:
         """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
-        if self._posterior_prior() > 0:
-            return torch.cat(list(self._posterior_chunks(self._posterior_prior())))
+        prior = self._posterior_prior()
+        if prior > 0:
+            return torch.cat(list(self._posterior_chunks(prior)))
         if self._cell_poisson():
             return torch.cat(list(self._poisson_chunks()))
         _, atom_counts, atom_cells = self._atoms()
@@ -1123,9 +1117,10 @@ class ConfusionEngine(BootstrapEngine):
         value = self._value(full)
         if int(full.sum()) == 0:  # nothing counted (no update, empty batches, all ignored): no replicates
             return EngineOutput(value=value, replicates=torch.zeros((0, *value.shape), device=full.device))
-        if self._posterior_prior() > 0:  # the posterior: percentile only, no jackknife
+        prior = self._posterior_prior()  # smallest_count() reads the synced state: once per compute
+        if prior > 0:  # the posterior: percentile only, no jackknife
             self.posterior_used = True
-            return self.posterior_output(self._posterior_prior())
+            return self.posterior_output(prior)
         if self._cell_poisson():
             replicates = torch.cat([self._chunked_metric(w, None) for w in self._poisson_chunks()])
         else:

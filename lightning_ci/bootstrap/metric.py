@@ -342,8 +342,7 @@ class BootstrapMetric(WrapperMetric):
             # a paired difference takes the percentile interval: on the discrete bootstrap distribution of a
             # difference with few discordant pairs, BCa rejected a true null up to 10% of the time at
             # alpha = 0.05 (docs/validation.md, Parts 4 and 4b); the percentile interval was nearer 5% in most cells
-            paired_default = self._paired
-            method = "bca" if fast and resampling != "bayesian" and not paired_default else "percentile"
+            method = "bca" if fast and resampling != "bayesian" and not self._paired else "percentile"
         self.method = method
         if engine_cls is GenericEngine and self._paired:
             from lightning_ci.bootstrap.paired import PairedClones

@@ -576,14 +576,7 @@ class RankingEngine(BootstrapEngine):
             groups: optional group ids, one per sample.
             kwargs: the same arguments by name.
         """
-        names = ("preds_a", "preds_b", "target") if self.paired else ("preds", "target")
-        bound = dict(zip(names, args))
-        if len(args) > len(names) or set(bound) & set(kwargs) or set(bound) | set(kwargs) != set(names):
-            raise TypeError(
-                f"Expected `update({', '.join(names)}[, groups=...])` but received {len(args)} positional "
-                f"argument(s) and the keyword(s) {sorted(kwargs)}"
-            )
-        bound.update(kwargs)
+        bound = self._bind_inputs(args, kwargs)
         preds, target = bound["preds_a" if self.paired else "preds"], bound["target"]
         self._validate(preds, target)
         if self.paired:
