@@ -67,6 +67,20 @@ SHAPES = {
     "macro_f1": {50: (("5", 2.0),), 200: (("5", 0.0), ("5", 2.0), ("1-20", 2.0)), 1000: (("5", 2.0),)},
     "auroc": {50: (("5", 2.0),), 200: (("5", 0.0), ("5", 2.0)), 1000: ()},
 }
+# the second run's cells (chosen before it ran, 2026-12-02): the gaps the first run left, AUROC at G = 1000 and
+# with groups of 20, moderate correlation (sigma = 1) for every metric, and the largest groups for macro-F1
+EXTENSION = [
+    ("auroc", 1000, "5", 2.0),
+    ("auroc", 200, "20", 2.0),
+    ("macro_f1", 200, "20", 2.0),
+    ("macro_f1", 200, "5", 1.0),
+    ("auroc", 200, "5", 1.0),
+    ("auroc", 200, "1-20", 2.0),
+    ("accuracy", 1000, "20", 2.0),
+    ("macro_f1", 1000, "1-20", 2.0),
+    ("accuracy", 1000, "5", 1.0),
+    ("auroc", 1000, "1-20", 2.0),
+]
 
 
 def grid(metrics: Iterable[str] = METRICS) -> list[tuple[str, int, str, float]]:
@@ -84,9 +98,14 @@ def grid(metrics: Iterable[str] = METRICS) -> list[tuple[str, int, str, float]]:
     - AUROC is O(B n) per set and method (the floor; about 0.1-0.2 s per set and method at n = 1000 here), so
       only G = 200 with sizes 5 at sigma 0 and 2, and G = 50 with sizes 5 at sigma 2; G = 1000 and groups of 20
       (n = 4000 to 20,000) are left out.
+
+    A second run (``EXTENSION``, cells chosen before it ran) adds the gaps: AUROC at G = 1000 (groups of 5 and of
+    1-20) and with groups of 20 and 1-20 at G = 200, sigma = 1 for macro-F1, AUROC and accuracy at G = 1000,
+    groups of 20 for macro-F1 and for accuracy at G = 1000, and macro-F1 at G = 1000 with groups of 1-20.
     """
     cells = [(m, g, sizes, sigma) for m in metrics for g in GS for sizes, sigma in SHAPES[m][g]]
-    return sorted(cells, key=lambda c: PRIORITY.index(c) if c in PRIORITY else len(PRIORITY))
+    cells = sorted(cells, key=lambda c: PRIORITY.index(c) if c in PRIORITY else len(PRIORITY))
+    return cells + [c for c in EXTENSION if c[0] in metrics and c not in cells]
 
 
 # the order the cells run in (decided before the first run): the goal's cells first (G >= 200, strong
