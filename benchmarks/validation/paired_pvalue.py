@@ -436,6 +436,30 @@ def decide(results: dict, sims: int) -> tuple[str, list[str]]:
     return "interval", notes
 
 
+# written after the full run (S = 2000, B = 1000; deterministic under the fixed seeds); the rule above decides
+READING = """**Reading (written after the run).**
+
+- (b) The permutation test is never liberal: its largest null rate is 5.90% (AUROC r = 0.5, n = 1000, where
+  the interval gives 6.00%). It is inside the band in two of the four Part 4b failing cells (macro-F1 ρ = 0.5:
+  5.50%; AUROC: 5.90%); a third, macro-F1 ρ = 0.95 (0.05%), is a floor cell (99% of its sets have k ≤ 5
+  discordant examples); but it falls to 3.75% at macro-F1 ρ = 0.8, n = 100 (k ≈ 8: too few distinct
+  permutations to reach 5%), and
+  on accuracy it is McNemar's exact test (0.80% at d = 0.05, n = 100, where the interval rejects 4.55%).
+  Its power at accuracy d = 0.1, Δ = 0.02, n = 100 is 4.8% against the interval's 8.3%: the interval reaches
+  5% at small k by rejecting where no conditionally exact test can.
+- (c) Mid-p lifts those cells (4.85% and 1.95%) but is liberal on accuracy at n = 1000 (6.15%, interval 5.60%):
+  counting ties half is not a valid test, which is what clause (2) of the rule guards against. Under the
+  brief's example rule (clauses 1 and 3 only) mid-p would have been adopted.
+- (d) The expanded percentile interval stays within 0.5 pt of (a) everywhere: at n ≥ 100 Hesterberg's
+  expansion is too small to move these cells.
+- Adversarial nulls (equal metric, not exchangeable): (b) is never liberal (3.00% to 5.75%; AUROC
+  with B on twice A's scale 3.00% at n = 100 and 4.45% at n = 1000, where the interval gives 6.10%). The
+  interval is outside the band in two of them (6.35%, 6.10%).
+- Issue 10's type-I criterion (every null cell within the band) is met by none of (a)–(d): the four Part 4b cells
+  stay outside with (a); (b) trades them for conservative cells; (c) for a liberal and a conservative one.
+"""
+
+
 def report(results: dict, sims: int, b: int) -> str:
     band = 1.96 * math.sqrt(0.05 * 0.95 / sims)
     lo, hi = 0.05 - band, 0.05 + band
@@ -480,10 +504,15 @@ def report(results: dict, sims: int, b: int) -> str:
     if done < len(CELLS):
         lines.append("**Decision:** pending (not every cell has run).")
     elif winner == "interval":
-        lines.append("**Decision.** The rule is not met: `p_value` stays the inverted interval. " + "; ".join(notes))
+        lines.append(
+            "**Decision.** The rule is not met by (b) or (c): `p_value` stays the inverted percentile interval. "
+            "Where each fails: " + "; ".join(notes) + "."
+        )
     else:
         name = {"permutation": "(b) the paired permutation test", "midp": "(c) its mid-p variant"}[winner]
         lines.append(f"**Decision.** The rule stated above is met by {name}: it becomes `p_value`. " + "; ".join(notes))
+    if done == len(CELLS) and sims == 2000 and b == 1000:
+        lines += ["", READING.strip()]
     lines.append("")
     return "\n".join(lines)
 
