@@ -501,6 +501,22 @@ def report(results: dict, sims: int, b: int) -> str:
     done = sum(key(c) in results for c in CELLS)
     winner, notes = decide(results, sims)
     lines += ["", f"Cells run: {done} of {len(CELLS)}.", ""]
+    part4b = Path(__file__).resolve().parents[2] / "docs" / "validation" / "paired_method.json"
+    if part4b.exists():  # (a) as emulated here against the library's own run on the same sets (other draws)
+        lib = json.loads(part4b.read_text())
+        pairs = [
+            f"{c[1]} {LEVELS[c[1]][c[2]]}{f' Δ = {DELTAS[c[3]]}' if c[3] else ''} n = {c[4]}: "
+            f"{100 * results[key(c)]['interval']:.2f} / "
+            f"{100 * lib['|'.join(map(str, c[1:]))]['percentile']['reject']:.2f}"
+            for c in CELLS
+            if c[0] == "sim" and key(c) in results and "|".join(map(str, c[1:])) in lib
+        ]
+        if pairs:
+            lines += [
+                'Check of the emulation: (a) here against `PairedBootstrapMetric(method="percentile")` in Part 4b '
+                "on the same sets (other resampling draws), rejections in %: " + "; ".join(pairs) + ".",
+                "",
+            ]
     if done < len(CELLS):
         lines.append("**Decision:** pending (not every cell has run).")
     elif winner == "interval":
