@@ -98,6 +98,7 @@ from lightning_ci.bootstrap._engine import (
     EngineOutput,
     count_pairs,
     expand_groups,
+    group_index,
     unique_rows,
 )
 
@@ -525,6 +526,24 @@ def confusion_metric_from_counts(base_metric: Metric, confmat: Tensor) -> Tensor
     return _jaccard_reduce(tp, tp + fp + fn, tp + fn, None, base_metric.average, None, base_metric.zero_division)
 
 
+def _binary_inputs_pass(preds: Tensor, target: Tensor, ignore_index: Optional[int]) -> bool:
+    """Whether torchmetrics' binary input validation (``_binary_stat_scores_tensor_validation`` with
+    ``multidim_average="global"``, ``_binary_confusion_matrix_tensor_validation``) passes: the same shape, every
+    target in {0, 1} or ``ignore_index``, integer preds in {0, 1}. One elementwise pass and one host sync, where
+    torchmetrics sorts (``torch.unique``) the target and integer preds; on False the caller runs torchmetrics' own
+    validation, which raises its own error.
+    """
+    if preds.shape != target.shape:
+        return False
+    bad = (target != 0) & (target != 1)
+    if ignore_index is not None:
+        bad = bad & (target != ignore_index)
+    bad = bad.any()
+    if not preds.is_floating_point():
+        bad = bad | ((preds != 0) & (preds != 1)).any()
+    return not bool(bad)
+
+
 # --------------------------------------------------------------------------------------------------
 # the engine
 # --------------------------------------------------------------------------------------------------
@@ -665,6 +684,8 @@ class ConfusionEngine(BootstrapEngine):
     def _validate(self, preds: Tensor, target: Tensor) -> None:
         """Run the wrapped metric's own input validation (it may sync with the host)."""
         m = self.base_metric
+        if self.task == "binary" and _binary_inputs_pass(preds, target, m.ignore_index):
+            return  # what torchmetrics' binary validation would find, without its sorts
         if self.kind in _STAT_SCORE_KINDS:
             if self.task == "binary":
                 _binary_stat_scores_tensor_validation(preds, target, "global", m.ignore_index)
@@ -850,32 +871,68 @@ class ConfusionEngine(BootstrapEngine):
         cpl = self._cells_per_label
         return torch.nn.functional.one_hot(rows.long(), cpl + 1)[..., :cpl].reshape(rows.shape[0], self.num_cells)
 
-    def _group_patterns(self) -> tuple[Tensor, Tensor]:
+    def _sufficient_fold(self) -> Optional[Tensor]:
+        """For a grouped, unpaired binary metric that reads only some sums of the four cells: where each cell's count
+        goes in the group patterns that :meth:`compute` resamples (4 = dropped); None for every other metric.
+
+        Accuracy reads ``tp + tn`` and ``fp + fn`` only, precision ``tp, fp``, recall ``tp, fn``, specificity
+        ``tn, fp``, F-beta ``tp, fp, fn`` and Jaccard ``tp`` and ``fp + fn`` (their binary reduce functions), so two
+        groups whose folded counts agree add the same to every replicate's metric: merging them into one pattern
+        leaves the replicate distribution of the metric exactly as it was (a pattern is drawn as often as all its
+        groups together), while far fewer patterns are drawn (accuracy, groups of n samples: at most
+        (n + 1)(n + 2) / 2 patterns instead of up to (n + 1)(n + 2)(n + 3) / 6). The folded cells are integers added
+        in another order, so the float32 metric of a replicate is the same below 2^24 units.
+        """
+        if self.paired or self.task != "binary" or not self.grouped():
+            return None
+        # cells: 0 = tn, 1 = fp, 2 = fn, 3 = tp
+        fold = {
+            "accuracy": (3, 2, 2, 3),
+            "precision": (4, 1, 4, 3),
+            "recall": (4, 4, 2, 3),
+            "fbeta": (4, 1, 2, 3),
+            "specificity": (0, 1, 4, 4),
+            "jaccard": (4, 2, 2, 3),
+        }.get(self.kind)
+        return None if fold is None else torch.tensor(fold)
+
+    def _group_patterns(self, sufficient: bool = False) -> tuple[Tensor, Tensor]:
         """Per-group cell counts, with the groups that share a count vector merged.
+
+        Args:
+            sufficient: fold the cells first as :meth:`_sufficient_fold` says (where it applies): groups that add
+                the same to the metric of every replicate share a pattern.
 
         Returns:
             ``(patterns [P, K] float64, multiplicity [P] long)``: the distinct per-group count vectors and how
             many groups have each. Groups are keyed by their id, so a group may span batches and DDP ranks.
         """
         ids = dim_zero_cat(self.group_ids)
-        uniq, inverse = torch.unique(ids, return_inverse=True)
-        g = uniq.numel()
+        g, inverse = group_index(ids)
+        k = self.num_cells
         if self.task == "multilabel":
             onehot = self._onehot_rows(dim_zero_cat(self.cells))
-            per_group = torch.zeros(g, self.num_cells, dtype=torch.long, device=ids.device)
+            per_group = torch.zeros(g, k, dtype=torch.long, device=ids.device)
             per_group = per_group.index_add(0, inverse, onehot)
         else:
             cells, counts = dim_zero_cat(self.group_cells), dim_zero_cat(self.group_counts)
-            per_group = torch.zeros(g, self.num_cells + 1, dtype=torch.long, device=ids.device)
-            per_group = per_group.index_put((inverse, cells), counts, accumulate=True)
+            fold = self._sufficient_fold() if sufficient else None
+            if fold is not None:
+                cells = fold.to(cells.device)[cells.clamp(max=k - 1)].where(cells < k, k)
+            # the last column counts ignored units: they enter no metric, so it is left out of the patterns (a
+            # group of ignored units only is a pattern of zeros, still drawn as a unit)
+            per_group = torch.zeros(g, k + 1, dtype=torch.long, device=ids.device)
+            per_group = per_group.index_put((inverse, cells), counts, accumulate=True)[:, :k]
         patterns, multiplicity = unique_rows(per_group)
-        return patterns[:, : self.num_cells].double(), multiplicity
+        return patterns.double(), multiplicity
 
-    def _atoms(self) -> tuple[Tensor, Tensor, Tensor]:
+    def _atoms(self, sufficient: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """What is resampled (the units): the distinct units, their counts, and the cells they fall in.
 
         A unit is a sample (one element of the flattened input; a row for multilabel) or, with groups, a group.
         Units with the same cell counts are interchangeable, so they are merged into one *atom* with a count.
+        With ``sufficient`` (what :meth:`compute` resamples), grouped binary metrics that read only sums of cells
+        merge the groups whose sums agree (:meth:`_sufficient_fold`); their atoms' cells are the folded ones.
 
         Returns:
             ``(full, atom_counts, atom_cells)``: the full counts ``[K]`` (long); the count of each atom
@@ -885,24 +942,32 @@ class ConfusionEngine(BootstrapEngine):
         """
         k = self.num_cells
         if self.task == "multilabel":
-            rows = dim_zero_cat(self.cells) if len(self.cells) else None
-            if rows is None or rows.numel() == 0:
-                device = self.device if rows is None else rows.device
-                patterns = torch.zeros(0, self.base_metric.num_labels, dtype=torch.long, device=device)
-                atom_counts = torch.zeros(0, dtype=torch.long, device=device)
-            else:
-                patterns, atom_counts = torch.unique(rows, dim=0, return_counts=True)
-            onehot = self._onehot_rows(patterns)
-            full = (onehot * atom_counts.unsqueeze(1)).sum(0)
+            full, atom_counts, onehot = self._multilabel_atoms()
             if self.grouped():
-                patterns, multiplicity = self._group_patterns()
+                patterns, multiplicity = self._group_patterns(sufficient)
                 return full, multiplicity, patterns
             return full, atom_counts, onehot.double()
         if self.grouped():
-            patterns, multiplicity = self._group_patterns()
+            patterns, multiplicity = self._group_patterns(sufficient)
             return self.counts[:k], multiplicity, patterns
         nz = torch.nonzero(self.counts).flatten()
         return self.counts[:k], self.counts[nz], nz
+
+    def _multilabel_atoms(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Multilabel: the full counts ``[K]``, and the distinct rows' counts ``[M]`` and cells ``[M, K]`` (long)."""
+        rows = dim_zero_cat(self.cells) if len(self.cells) else None
+        if rows is None or rows.numel() == 0:
+            device = self.device if rows is None else rows.device
+            patterns = torch.zeros(0, self.base_metric.num_labels, dtype=torch.long, device=device)
+            atom_counts = torch.zeros(0, dtype=torch.long, device=device)
+        else:
+            patterns, atom_counts = torch.unique(rows, dim=0, return_counts=True)
+        onehot = self._onehot_rows(patterns)
+        return (onehot * atom_counts.unsqueeze(1)).sum(0), atom_counts, onehot
+
+    def _full_counts(self) -> Tensor:
+        """The counts of all units per cell ``[K]`` (long): ``_atoms()[0]`` without the atoms (no group patterns)."""
+        return self._multilabel_atoms()[0] if self.task == "multilabel" else self.counts[: self.num_cells]
 
     def _to_cells(self, weights: Tensor, atom_cells: Tensor) -> Tensor:
         """Per-atom weights ``[b, M]`` -> per-cell counts ``[b, K]`` (the ignored cell dropped)."""
@@ -1062,7 +1127,7 @@ class ConfusionEngine(BootstrapEngine):
         Returns:
             :class:`EngineOutput` without a jackknife (a credible interval is read off the quantiles).
         """
-        full = self._atoms()[0]
+        full = self._full_counts()
         value = self._value(full)
         if int(full.sum()) == 0:
             return EngineOutput(value=value, replicates=torch.zeros((0, *value.shape), device=full.device))
@@ -1086,7 +1151,7 @@ class ConfusionEngine(BootstrapEngine):
         Returns:
             The smallest such count (0 when nothing was counted).
         """
-        full = self._atoms()[0]
+        full = self._full_counts()
         if int(full.sum()) == 0:
             return 0
         if self.task == "multilabel":
@@ -1112,7 +1177,7 @@ class ConfusionEngine(BootstrapEngine):
     def compute(self) -> EngineOutput:
         """Value on all data, B replicates and (when asked) the weighted distinct jackknife values."""
         self.posterior_used = False
-        atoms = self._atoms()
+        atoms = self._atoms(sufficient=True)
         full = atoms[0]
         value = self._value(full)
         if int(full.sum()) == 0:  # nothing counted (no update, empty batches, all ignored): no replicates
