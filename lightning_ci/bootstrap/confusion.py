@@ -41,6 +41,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, ClassVar, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -187,24 +188,21 @@ def _multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator)
     return out
 
 
-# a binomial draw costs about as much as this many uniform index draws (CPU, measured): a pattern shared by fewer
-# groups is cheaper to resample by drawing its groups one by one (the index route) than by its own binomial
-_BINOMIAL_PER_INDEX = 16
-# group draws of the index route per chunk (int32 draws, kept in cache)
-_INDEX_CHUNK = 1 << 16
-
-
 def _group_multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
     """``num_rows`` draws of ``Multinomial(G, counts / G)`` over the per-group count patterns (the cluster bootstrap).
 
-    ``counts[p]`` is the number of groups sharing pattern p (G in all). Each pattern is resampled by the cheaper
-    exact route: patterns shared by at least ``_BINOMIAL_PER_INDEX`` groups by sequential binomials (O(B) draws
-    each), the *rare* ones together through their groups: the number of draws landing on a rare group is the
-    last binomial of the sequence (the rare groups as one atom), then that many group indices are drawn uniformly
-    over the rare groups (O(B · G_rare) draws) and counted per pattern with one offset ``bincount``. Both parts
-    are exact, so every row is ``Multinomial(G, counts / G)`` whichever route a pattern takes. With few patterns
-    this is the binomial route alone; with as many patterns as groups it is the index route alone (what a NumPy
-    cluster bootstrap does). The result is a function of ``counts``, ``num_rows`` and the generator state.
+    ``counts[p]`` is the number of groups sharing pattern p (G in all): a row is exactly the cluster bootstrap's
+    draw of G groups with replacement, counted per pattern. It is drawn by NumPy's ``Generator.multinomial``, a C
+    loop over the patterns of conditional binomials ``Binomial(G - x_<p, p_p / (1 - p_<p))`` per row (inversion
+    when the expected count is small, BTPE otherwise; the remaining mass is kept in double precision by
+    subtraction, an error of order P · 1e-16 in a probability). That is about 0.1 µs a draw, O(B · P), with no
+    per-pattern call from Python: a third faster than torch's per-pattern ``binomial`` (plus a uniform index route
+    for rare patterns) on 200 patterns, and twice as fast on a few.
+
+    The NumPy generator is seeded with one int64 drawn from ``generator``, never from a global RNG state, so the
+    result is a function of ``counts``, ``num_rows`` and the generator state (the same on every DDP rank after the
+    sync). The draw runs on the host: ``counts`` go to the CPU and the draws come back to their device (O(B · P),
+    small next to the metric).
 
     Args:
         counts: groups per pattern, non-negative integers ``[P]``.
@@ -214,44 +212,13 @@ def _group_multinomial_rows(counts: Tensor, num_rows: int, generator: torch.Gene
     Returns:
         float64 ``[B, P]`` of integer-valued counts, each row summing to G.
     """
-    counts = counts.long()
-    rare = (counts > 0) & (counts < _BINOMIAL_PER_INDEX)
-    if not bool(rare.any()):
-        return _multinomial_rows(counts, num_rows, generator)
-    device = counts.device
-    rare_idx = torch.nonzero(rare).flatten()
-    common_idx = torch.nonzero(~rare).flatten()
-    rare_counts = counts[rare_idx]
-    g_rare = int(rare_counts.sum())
-    out = torch.zeros(num_rows, counts.numel(), dtype=torch.float64, device=device)
-    if common_idx.numel() and int(counts[common_idx].sum()) > 0:
-        split = _multinomial_rows(torch.cat([counts[common_idx], rare_counts.sum().reshape(1)]), num_rows, generator)
-        out[:, common_idx] = split[:, :-1]
-        in_rare = split[:, -1].long()
-    else:
-        in_rare = torch.full((num_rows,), g_rare, dtype=torch.long, device=device)
-    max_draws = int(in_rare.max())
-    if max_draws == 0:
-        return out
-    num_rare = rare_idx.numel()
-    # rare group -> its pattern (int32 keys: half the memory traffic of int64)
-    pattern_of = torch.repeat_interleave(torch.arange(num_rare, device=device, dtype=torch.int32), rare_counts)
-    # chunks of rows drawing exactly their rows' numbers of rare groups (flat, no padding); counted with one
-    # bincount per row when rows are long, else with one offset bincount per chunk (fewer calls)
-    step = max(1, _INDEX_CHUNK // max_draws)
-    parts = []
-    for start in range(0, num_rows, step):
-        per_row = in_rare[start : start + step]
-        drawn = torch.randint(g_rare, (int(per_row.sum()),), generator=generator, device=device, dtype=torch.int32)
-        keys = pattern_of.index_select(0, drawn)
-        if max_draws >= 512:  # measured: per-row bincounts beat building offsets for long rows
-            parts.append(torch.stack([torch.bincount(row, minlength=num_rare) for row in keys.split(per_row.tolist())]))
-            continue
-        rows = per_row.numel()
-        keys = keys + torch.repeat_interleave(torch.arange(rows, device=device, dtype=torch.int32) * num_rare, per_row)
-        parts.append(torch.bincount(keys, minlength=rows * num_rare).view(rows, num_rare))
-    out[:, rare_idx] = torch.cat(parts).double()
-    return out
+    host = counts.detach().long().cpu().numpy()
+    num_groups = int(host.sum())
+    if num_groups == 0 or host.size == 0:
+        return torch.zeros(num_rows, host.size, dtype=torch.float64, device=counts.device)
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
+    draws = np.random.default_rng(seed).multinomial(num_groups, host / num_groups, size=num_rows)
+    return torch.from_numpy(draws).to(device=counts.device, dtype=torch.float64)
 
 
 def _dirichlet_rows(counts: Tensor, num_rows: int, generator: torch.Generator) -> Tensor:
