@@ -502,12 +502,21 @@ def _binary_inputs_pass(preds: Tensor, target: Tensor, ignore_index: Optional[in
     """
     if preds.shape != target.shape:
         return False
-    bad = (target != 0) & (target != 1)
-    if ignore_index is not None:
-        bad = bad & (target != ignore_index)
-    bad = bad.any()
+    if target.numel() == 0:
+        return True
+    if ignore_index is None and not target.is_floating_point() and not target.is_complex():
+        low, high = torch.aminmax(target.reshape(-1))  # integers in [0, 1]: one pass
+        bad = (low < 0) | (high > 1)
+    else:
+        bad = (target != 0) & (target != 1)
+        if ignore_index is not None:
+            bad = bad & (target != ignore_index)
+        bad = bad.any()
     if not preds.is_floating_point():
-        bad = bad | ((preds != 0) & (preds != 1)).any()
+        if preds.is_complex():
+            return False
+        low, high = torch.aminmax(preds.reshape(-1))
+        bad = bad | (low < 0) | (high > 1)
     return not bool(bad)
 
 
@@ -884,8 +893,8 @@ class ConfusionEngine(BootstrapEngine):
         else:
             cells, counts = dim_zero_cat(self.group_cells), dim_zero_cat(self.group_counts)
             fold = self._sufficient_fold() if sufficient else None
-            if fold is not None:
-                cells = fold.to(cells.device)[cells.clamp(max=k - 1)].where(cells < k, k)
+            if fold is not None:  # the ignored cell (k) stays where it is
+                cells = torch.cat([fold, fold.new_full((1,), k)]).to(cells.device).index_select(0, cells)
             # the last column counts ignored units: they enter no metric, so it is left out of the patterns (a
             # group of ignored units only is a pattern of zeros, still drawn as a unit)
             per_group = torch.zeros(g, k + 1, dtype=torch.long, device=ids.device)
