@@ -1141,7 +1141,12 @@ class ConfusionEngine(BootstrapEngine):
         return int(per_class[present].min()) if bool(present.any()) else 0
 
     def replicate_cells(self) -> Tensor:
-        """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection)."""
+        """The per-cell counts of all replicates, ``[B, K]`` float64 (dense; meant for inspection).
+
+        With groups, every cell is drawn here; :meth:`compute` draws the folded patterns of the binary metrics that
+        read only sums of cells (:meth:`_sufficient_fold`), so there the two are draws of the same metric
+        distribution, not the same draws.
+        """
         prior = self._posterior_prior()
         if prior > 0:
             return torch.cat(list(self._posterior_chunks(prior)))
