@@ -855,9 +855,9 @@ class ConfusionEngine(BootstrapEngine):
         ``tn, fp``, F-beta ``tp, fp, fn`` and Jaccard ``tp`` and ``fp + fn`` (their binary reduce functions), so two
         groups whose folded counts agree add the same to every replicate's metric: merging them into one pattern
         leaves the replicate distribution of the metric exactly as it was (a pattern is drawn as often as all its
-        groups together), while far fewer patterns are drawn (accuracy, groups of n samples: at most
-        (n + 1)(n + 2) / 2 patterns instead of up to (n + 1)(n + 2)(n + 3) / 6). The folded cells are integers added
-        in another order, so the float32 metric of a replicate is the same below 2^24 units.
+        groups together), while far fewer patterns are drawn (accuracy, groups of exactly n samples, none ignored:
+        at most n + 1 patterns instead of (n + 1)(n + 2)(n + 3) / 6). The folded cells are integers added in another
+        order, so the float32 metric of a replicate is the same below 2^24 units.
         """
         if self.paired or self.task != "binary" or not self.grouped():
             return None
