@@ -53,14 +53,17 @@ def make_case(metric: str, num_groups: int, sizes: str) -> sim.GroupedSet:
     return sim.draw_set(rng, metric, num_groups, sizes, 1.0)
 
 
-def distinct_patterns(s: sim.GroupedSet, metric: str) -> int:
-    """Distinct per-group count vectors: confusion cells for accuracy, (positives, negatives) for AUROC."""
+def distinct_patterns(s: sim.GroupedSet, metric: str) -> tuple[int, int]:
+    """Distinct per-group count vectors: confusion cells for accuracy, (positives, negatives) for AUROC; and how
+    many of them the confusion engine draws (accuracy reads only the correct and wrong counts of a group)."""
     gidx, g = ref.group_index(s.groups)
     if metric == "auroc":
         k = np.stack([np.bincount(gidx, weights=s.target, minlength=g), np.bincount(gidx, minlength=g)], 1)
-    else:
-        k = ref.cells_per_group(s.preds, s.target, gidx, g, 2)
-    return int(np.unique(k, axis=0).shape[0])
+        distinct = int(np.unique(k, axis=0).shape[0])
+        return distinct, distinct
+    k = ref.cells_per_group(s.preds, s.target, gidx, g, 2)
+    folded = np.stack([k[:, 0] + k[:, 3], k[:, 1] + k[:, 2]], 1)  # (tn + tp, fp + fn)
+    return int(np.unique(k, axis=0).shape[0]), int(np.unique(folded, axis=0).shape[0])
 
 
 def numpy_interval(metric: str, s: sim.GroupedSet, b: int, seed: int) -> tuple[float, float]:
@@ -137,8 +140,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print("- **`BootstrapMetric.update` has no `groups=` in this checkout: only the NumPy side is timed.**")
     print()
     print(
-        "| case | n | G | distinct group patterns | NumPy cluster bootstrap | ours (percentile) | ratio NumPy/ours"
-        " | goal | ours (default method: BCa) |"
+        "| case | n | G | distinct group patterns (drawn by ours) | NumPy cluster bootstrap | ours (percentile)"
+        " | ratio NumPy/ours | goal | ours (default method: BCa) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     rows = []
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "n": int(s.groups.size),
             "G": g,
             "sizes": sizes,
-            "patterns": distinct_patterns(s, metric),
+            "patterns": distinct_patterns(s, metric)[0],
+            "patterns_drawn": distinct_patterns(s, metric)[1],
             "numpy_s": res["numpy"][0],
             "numpy_wall_s": res["numpy"][1],
             "numpy_interval": res["numpy"][2],
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             ratio, auto = f"**{row['ratio']:.1f}×**", f"{1e3 * row['ours_auto_s']:.1f} ms"
         else:
             ours, ratio, auto = note or "n/a", "n/a", "n/a"
-        print(f"| {name} | {row['n']} | {g} | {row['patterns']} | {np_txt} | {ours} | {ratio} | {goal} | {auto} |")
+        patterns = f"{row['patterns']} ({row['patterns_drawn']})"
+        print(f"| {name} | {row['n']} | {g} | {patterns} | {np_txt} | {ours} | {ratio} | {goal} | {auto} |")
     print()
     print("Intervals (same data, independent draws; they agree to Monte Carlo error):")
     print()

@@ -58,6 +58,17 @@ def expand_groups(groups: Tensor, num_samples: int, num_units: int) -> Tensor:
     return groups.repeat_interleave(num_units // num_samples)
 
 
+# a dense tabulation (``bincount`` over the key range, then ``nonzero``) replaces a sort when the key range is at
+# most this many times the number of keys, plus a constant: O(n + range) instead of O(n log n), the same result
+_DENSE_SPAN_PER_KEY = 4
+_DENSE_SPAN_SLACK = 1 << 16
+
+
+def _dense(span: int, num_keys: int) -> bool:
+    """Whether keys in ``[0, span)`` are tabulated densely (``bincount``) rather than sorted (``unique``)."""
+    return span <= _DENSE_SPAN_PER_KEY * num_keys + _DENSE_SPAN_SLACK
+
+
 def count_pairs(ids: Tensor, cells: Tensor, num_cells: int) -> tuple[Tensor, Tensor, Tensor]:
     """Tabulate one batch per (group, cell): the distinct pairs and their counts (1-d sorts only, no ``dim=``).
 
@@ -67,21 +78,46 @@ def count_pairs(ids: Tensor, cells: Tensor, num_cells: int) -> tuple[Tensor, Ten
         num_cells: the number of cells.
 
     Returns:
-        ``(group_ids, cells, counts)`` of the distinct pairs.
+        ``(group_ids, cells, counts)`` of the distinct pairs, sorted by (group id, cell).
     """
-    if ids.numel() and int(ids.min()) >= 0 and int(ids.max()) < (1 << 62) // num_cells:
-        # one sort over int64 (group, cell) keys instead of two
-        keys, counts = torch.unique(ids * num_cells + cells, return_counts=True)
-        return keys // num_cells, keys % num_cells, counts
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        span = (hi - lo + 1) * num_cells  # Python ints: no overflow
+        if _dense(span, ids.numel()):  # ids in a compact range (say 0..G-1): a bincount, no sort
+            counts = torch.bincount((ids - lo) * num_cells + cells, minlength=span)
+            keys = torch.nonzero(counts).flatten()
+            return keys // num_cells + lo, keys % num_cells, counts[keys]
+        if lo >= 0 and hi < (1 << 62) // num_cells:
+            # one sort over int64 (group, cell) keys instead of two
+            keys, counts = torch.unique(ids * num_cells + cells, return_counts=True)
+            return keys // num_cells, keys % num_cells, counts
     uniq, inverse = torch.unique(ids, return_inverse=True)
     keys, counts = torch.unique(inverse * num_cells + cells, return_counts=True)
     return uniq[keys // num_cells], keys % num_cells, counts
 
 
+def group_index(ids: Tensor) -> tuple[int, Tensor]:
+    """The number of distinct ids and each id's rank among them: ``torch.unique(ids, return_inverse=True)`` without
+    the sort when the ids lie in a compact range.
+
+    Returns:
+        ``(G, inverse)``: ``inverse[i]`` in ``[0, G)`` is the rank of ``ids[i]`` among the distinct ids.
+    """
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if _dense(hi - lo + 1, ids.numel()):
+            offset = ids - lo
+            seen = torch.bincount(offset, minlength=hi - lo + 1) > 0
+            rank = torch.cumsum(seen, 0) - 1
+            return int(rank[-1]) + 1, rank[offset]
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    return uniq.numel(), inverse
+
+
 def unique_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     """``torch.unique(rows, dim=0, return_counts=True)`` for non-negative integer rows, through one int64 key per
-    row when the rows fit in 62 bits (a 1-d sort is much faster than ``dim=0``); the rows come back sorted
-    by that key.
+    row when the rows fit in 62 bits (a 1-d sort, or a ``bincount`` over a small key range, is much faster than
+    ``dim=0``); the rows come back sorted by that key.
 
     Returns:
         ``(distinct rows, multiplicities)``.
@@ -93,6 +129,11 @@ def unique_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
         return torch.unique(rows, dim=0, return_counts=True)
     powers = base ** torch.arange(rows.shape[1], device=rows.device, dtype=torch.int64)
     keys = (rows.long() * powers).sum(1)
+    span = base ** rows.shape[1]
+    if _dense(span, rows.shape[0]):  # small key range: count every key, decode the distinct ones (same result)
+        counts = torch.bincount(keys, minlength=span)
+        distinct = torch.nonzero(counts).flatten()
+        return (distinct.unsqueeze(1) // powers % base).to(rows.dtype), counts[distinct]
     uniq, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
     first = torch.zeros(uniq.numel(), dtype=torch.long, device=rows.device)
     first = first.scatter(0, inverse, torch.arange(rows.shape[0], device=rows.device))
