@@ -39,3 +39,21 @@ def test_boundary_study_smoke(tmp_path):
     text = (tmp_path / "boundary.md").read_text()
     assert text.startswith("## ") and "By this rule the evidence picks" in text
     assert study.decide(results)["winner"] in study.CANDIDATES
+
+
+def test_boundary_study_tops_up_the_anchors(tmp_path):
+    """A second run asking for more anchor sets reruns only the slow anchors of the cached cells."""
+    study = load_script(SCRIPT, "lightning_ci_validation_boundary_topup")
+    base = ["--sims", "12", "--num-bootstraps", "40", "--sizes", "20", "--values", "0.95", "--mid-sizes", "50",
+            "--out", str(tmp_path)]  # fmt: skip
+    study.main([*base, "--scipy-sims", "2", "--real-sims", "3"])
+    first = json.loads((tmp_path / "boundary_results.json").read_text())
+    study.main([*base, "--scipy-sims", "5", "--real-sims", "12"])
+    second = json.loads((tmp_path / "boundary_results.json").read_text())
+    assert set(first) == set(second)
+    for key, cell in second.items():
+        configs = cell["configs"]
+        assert configs[study.SCIPY]["sims"] == 5 and configs[study.REAL]["sims"] == 12, key
+        for name, st in first[key]["configs"].items():
+            if name not in (study.SCIPY, study.REAL):  # the engine part is cached, not recomputed
+                assert configs[name] == st, (key, name)

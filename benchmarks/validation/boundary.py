@@ -690,12 +690,13 @@ def write_report(results: dict, out: Path, command: str) -> None:
         " `confidence_interval` plus `BootstrapMetric`'s widening on the same replicates to"
         f" {_max_library_diff(results):.1e},"
         " checked on the first 3 sets of every cell and configuration). *The real class*:"
-        " `BootstrapMetric(base, num_bootstraps=B, seed=i)` with every other argument at its default, on the first"
-        " sets of every cell (its S is shown)."
+        " `BootstrapMetric(base, num_bootstraps=B, seed=i)` with every other argument at its default, on every"
+        " set of every cell (a row run on fewer sets shows its S; the first run had 200, topped up since by the"
+        " same command)."
         " *Proportions* (accuracy, recall): Wilson, Clopper–Pearson, Jeffreys (equal-tailed Beta(k+½, n−k+½) with"
         " Brown–Cai–DasGupta's ends: 0 at k = 0, 1 at k = n). *scipy*: `scipy.stats.bootstrap((preds, target),"
-        " paired=True, vectorized=True, method='BCa')`, on the first sets of each cell only (the slow anchor: see"
-        " its S column); its NaN interval on degenerate data counts as a miss and is shown as NaN share.",
+        " paired=True, vectorized=True, method='BCa')`, on every set of every cell (the first run had 100, topped"
+        " up since); its NaN interval on degenerate data counts as a miss and is shown as NaN share.",
         "- **Width** is the mean upper − lower; **zero-width** the share of sets whose interval is a point; at true"
         " value 1.0 every interval that contains the estimate covers, so those cells report the zero-width share.",
         "",
