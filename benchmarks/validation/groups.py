@@ -327,6 +327,9 @@ CODE_LABELS = {
     "c9609c6f169e": "`main` at a281e97 (core merged; the multinomial BCa/percentile path as 2324865)",
     "423502665a22": "`main` at 1c90ad3 (core's faster grouped tabulation 3257a10: same distribution, patterns may be"
     " ordered differently)",
+    "28fc540e01a2": "`main` at defc718 (the second run's first process)",
+    "a0d2d1f72dc8": "`main` at 8605321 (groups-speed merged: the grouped multinomial drawn by NumPy over patterns"
+    " folded to the sums a binary metric reads: the same distribution, other draws)",
 }
 CODE_UNRECORDED = "d4d135df78d0"  # the first chunks (i.i.d., analytic, reference) predate the hash: main's code
 
