@@ -193,7 +193,7 @@ def _bca_from(pm: Any, out: Any) -> tuple[float, float, float]:
         jackknife=jack,
         jackknife_weights=None if weights is None else weights.reshape(-1),
     )
-    return float(lower), float(upper), float(p_value)
+    return float(lower), float(upper), float(p_value.to(dtype))  # compute returns the p-value in the value's dtype
 
 
 def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
