@@ -14,10 +14,13 @@ Writes ``<out>/paired_results.json``, ``<out>/paired.md`` (a fragment of ``docs/
 Two models are scored on the same simulated validation sets (``paired_sim.py``: accuracy, 3-class macro-F1,
 binormal AUROC, with three agreement levels each and an analytically known true difference). On every set:
 
-- ``ours``: ``PairedBootstrapMetric(base, num_bootstraps=B, method="bca", seed=i)`` (BCa: what ``method="auto"``
-  was when this study ran; Part 4b, ``paired_method.py``, moved the default to the percentile interval;
-  otherwise ``resampling="multinomial"``) on set i; it rejects "no difference" when ``p_value < 0.05`` (and, as a second
-  rule, when its 95% interval excludes 0); its interval covers when it contains the true difference.
+- ``ours``: the default ``PairedBootstrapMetric(base, num_bootstraps=B, seed=i)`` (``method="auto"``: the percentile
+  interval for a paired difference since Part 4b, ``paired_method.py``; ``resampling="multinomial"``) on set i; it
+  rejects "no difference" when ``p_value < 0.05`` (the inverted interval; and, as a second rule, when its 95%
+  interval excludes 0); its interval covers when it contains the true difference. ``ours BCa``: the BCa interval
+  of the same replicates and its inverted p-value (what ``method="bca"`` returns; checked against a fresh one).
+  Cells cached before this change ran ``method="bca"`` alone under the ``ours`` names (``METHOD_OURS_BEFORE``);
+  ``paired_report.py`` reads those as ``ours BCa``.
 - ``closed``: McNemar's exact test (accuracy), DeLong's paired test (AUROC), and the unpaired z-test from each
   model's own analytic standard error (binomial for accuracy, DeLong's one-sample variance for AUROC).
 - ``marginal``: two ``BootstrapMetric(base, B, seed=2i)`` / ``(seed=2i+1)``, one per model: the overlap rule
@@ -62,9 +65,12 @@ GROUPS = ("ours", "closed", "marginal", "scipy")
 POWER_RESULTS = "paired_power_results.json"  # the power cells run on fewer sets (see the report)
 
 
-# the interval of "ours": BCa, the paired default when this part ran (paired_method.py, Part 4b, then moved
-# `method="auto"` to the percentile interval); the cached cells were all run with it
-METHOD_OURS = "bca"
+# the interval of "ours": the default, `method="auto"` (no method argument is passed), which is the percentile
+# interval for a paired difference since Part 4b (paired_method.py); its cached cells say so in
+# `_ours_extra["method"]`. Cells cached without that key were run with `method=METHOD_OURS_BEFORE` (BCa, the
+# paired default when this part first ran) and are read as "ours BCa" by paired_report.py.
+METHOD_OURS = "auto"
+METHOD_OURS_BEFORE = "bca"
 
 
 def cell_key(metric: str, level_id: int, delta_id: int, n: int) -> str:
@@ -214,7 +220,8 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
     res = {k: np.full(sims, np.nan) for k in keys}
     bca = {k: np.full(sims, np.nan) for k in ("lower", "upper", "p_value")}
     warned, times, max_diff, max_fresh, max_bca = 0, [], 0.0, 0.0, 0.0
-    pm = PairedBootstrapMetric(make(), num_bootstraps=b, seed=0)
+    pm = PairedBootstrapMetric(make(), num_bootstraps=b, seed=0)  # the default: method=METHOD_OURS
+    assert pm.method_requested == METHOD_OURS
     method = pm.method
     captured = _capture_engine(pm)
     for i in range(sims):
@@ -385,6 +392,19 @@ def _save(path: Path, results: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _done(res: dict[str, Any], group: str, args: argparse.Namespace) -> bool:
+    """Whether a cached (cell, group) result is at the requested S and B (and, for "ours", of the default)."""
+    if res.get("sims") != args.sims or res.get("B") != args.num_bootstraps:
+        return False
+    return _is_default(res, group)
+
+
+def _is_default(res: dict[str, Any], group: str) -> bool:
+    """False for an "ours" result cached before the default moved to the percentile interval (BCa alone, no
+    "method" recorded: ``METHOD_OURS_BEFORE``); True for every other result."""
+    return group != "ours" or "method" in res.get("configs", {}).get("_ours_extra", {})
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,7 +415,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mine = results["cells"].setdefault(key, {k: v for k, v in cell.items() if k != "groups"})
             have = mine.setdefault("groups", {})
             for g, res in cell.get("groups", {}).items():
-                if res.get("sims", 0) >= have.get(g, {}).get("sims", 0):
+                mine_sims, mine_new = have.get(g, {}).get("sims", 0), _is_default(have.get(g, {}), g)
+                if (res.get("sims", 0), _is_default(res, g)) >= (mine_sims, mine_new):  # never back to BCa-only
                     have[g] = res
     groups_wanted = set() if args.report_only else set(args.groups)
     if "ours" in groups_wanted and not have_paired():
@@ -428,14 +449,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         cell.setdefault("groups", {})
-        todo = [
-            g
-            for g in groups
-            if g in groups_wanted
-            and not (
-                cell["groups"].get(g, {}).get("sims") == args.sims and cell["groups"][g].get("B") == args.num_bootstraps
-            )
-        ]
+        todo = [g for g in groups if g in groups_wanted and not _done(cell["groups"].get(g, {}), g, args)]
         if not todo:
             continue
         pa, pb, t = simulate(metric, li, di, n, args.sims)
