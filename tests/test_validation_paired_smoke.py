@@ -151,6 +151,8 @@ def test_paired_study_smoke(tmp_path):
         expected = {
             "ours (p < 0.05)",
             "ours (interval excludes 0)",
+            "ours BCa (p < 0.05)",
+            "ours BCa (interval excludes 0)",
             "overlap rule (two marginal intervals)",
             "unpaired z (bootstrap s.e.)",
         }
@@ -162,6 +164,9 @@ def test_paired_study_smoke(tmp_path):
         tol = 4 * float(np.finfo(np.float32).eps) if cell["metric"] == "auroc" else 0.0
         assert extra["max_abs_value_diff_vs_unwrapped"] <= tol
         assert extra["max_abs_diff_vs_fresh"] == 0.0  # reset() + seed = i gives what a fresh (seed=i) gives
+        assert extra["method"] == "percentile"  # "ours" is the default, method="auto"
+        # the BCa of the default's replicates (jackknife added to its engine) is what a fresh method="bca" gives
+        assert extra["max_abs_bca_diff_vs_fresh"] == 0.0
         assert cell["groups"]["marginal"]["configs"]["_marginal_extra"]["max_abs_diff_vs_fresh"] == 0.0
         assert cell["groups"]["scipy"]["configs"]["_scipy_extra"]["max_abs_diff_vs_plain"] == 0.0
     md = (tmp_path / "paired.md").read_text()

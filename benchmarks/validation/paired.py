@@ -14,10 +14,13 @@ Writes ``<out>/paired_results.json``, ``<out>/paired.md`` (a fragment of ``docs/
 Two models are scored on the same simulated validation sets (``paired_sim.py``: accuracy, 3-class macro-F1,
 binormal AUROC, with three agreement levels each and an analytically known true difference). On every set:
 
-- ``ours``: ``PairedBootstrapMetric(base, num_bootstraps=B, method="bca", seed=i)`` (BCa: what ``method="auto"``
-  was when this study ran; Part 4b, ``paired_method.py``, moved the default to the percentile interval;
-  otherwise ``resampling="multinomial"``) on set i; it rejects "no difference" when ``p_value < 0.05`` (and, as a second
-  rule, when its 95% interval excludes 0); its interval covers when it contains the true difference.
+- ``ours``: the default ``PairedBootstrapMetric(base, num_bootstraps=B, seed=i)`` (``method="auto"``: the percentile
+  interval for a paired difference since Part 4b, ``paired_method.py``; ``resampling="multinomial"``) on set i; it
+  rejects "no difference" when ``p_value < 0.05`` (the inverted interval; and, as a second rule, when its 95%
+  interval excludes 0); its interval covers when it contains the true difference. ``ours BCa``: the BCa interval
+  of the same replicates and its inverted p-value (what ``method="bca"`` returns; checked against a fresh one).
+  Cells cached before this change ran ``method="bca"`` alone under the ``ours`` names (``METHOD_OURS_BEFORE``);
+  ``paired_report.py`` reads those as ``ours BCa``.
 - ``closed``: McNemar's exact test (accuracy), DeLong's paired test (AUROC), and the unpaired z-test from each
   model's own analytic standard error (binomial for accuracy, DeLong's one-sample variance for AUROC).
 - ``marginal``: two ``BootstrapMetric(base, B, seed=2i)`` / ``(seed=2i+1)``, one per model: the overlap rule
@@ -62,9 +65,12 @@ GROUPS = ("ours", "closed", "marginal", "scipy")
 POWER_RESULTS = "paired_power_results.json"  # the power cells run on fewer sets (see the report)
 
 
-# the interval of "ours": BCa, the paired default when this part ran (paired_method.py, Part 4b, then moved
-# `method="auto"` to the percentile interval); the cached cells were all run with it
-METHOD_OURS = "bca"
+# the interval of "ours": the default, `method="auto"` (no method argument is passed), which is the percentile
+# interval for a paired difference since Part 4b (paired_method.py); its cached cells say so in
+# `_ours_extra["method"]`. Cells cached without that key were run with `method=METHOD_OURS_BEFORE` (BCa, the
+# paired default when this part first ran) and are read as "ours BCa" by paired_report.py.
+METHOD_OURS = "auto"
+METHOD_OURS_BEFORE = "bca"
 
 
 def cell_key(metric: str, level_id: int, delta_id: int, n: int) -> str:
@@ -150,11 +156,61 @@ def _excludes_zero(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # groups
 # ----------------------------------------------------------------------------------------------------------
-def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
-    """One ``PairedBootstrapMetric`` reused across sets (``reset()``, then ``seed = i``: what ``seed=i`` sets).
+def _capture_engine(pm: Any) -> dict[str, Any]:
+    """Make ``pm.engine`` also compute the jackknife and keep its last output (``captured["out"]``).
 
-    On the first ``timing_sims`` sets a fresh ``PairedBootstrapMetric(base, B, seed=i)`` is also built, updated,
-    computed and timed; its result is compared with the reused one's, and its values with the unwrapped metric.
+    ``PairedBootstrapMetric.compute`` calls ``engine.compute()`` once; the captured output gives the BCa interval
+    of the same replicates (``_bca_from``) without a second bootstrap. The jackknife does not change the replicates
+    or the percentile result: the fresh-instance check (``max_abs_diff_vs_fresh``) compares with a plain default.
+    """
+    captured: dict[str, Any] = {}
+    engine = pm.engine
+    engine.need_jackknife = True
+    compute = engine.compute
+
+    def capture() -> Any:
+        captured["out"] = compute()
+        return captured["out"]
+
+    engine.compute = capture
+    return captured
+
+
+def _bca_from(pm: Any, out: Any) -> tuple[float, float, float]:
+    """``(lower, upper, p_value)`` of BCa for the engine output ``out``, as ``compute`` makes them for ``"bca"``."""
+    from lightning_ci.bootstrap._engine import EngineOutput
+    from lightning_ci.bootstrap.paired import interval_p_value
+
+    value = out.value
+    shape = value.shape[1:]
+    dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+    diff = value[0].to(dtype) - value[1].to(dtype)
+    reps = out.replicates.reshape(out.replicates.shape[0], 2, *shape)
+    diff_reps = reps[:, 0] - reps[:, 1]
+    jack = out.jackknife.reshape(-1, 2, *shape)
+    jack = jack[:, 0] - jack[:, 1]
+    weights = out.jackknife_weights
+    diff_out = EngineOutput(value=diff, replicates=diff_reps, jackknife=jack, jackknife_weights=weights)
+    lower, upper = pm._interval(diff_out, "bca")
+    p_value = interval_p_value(
+        diff_reps,
+        diff,
+        method="bca",
+        jackknife=jack,
+        jackknife_weights=None if weights is None else weights.reshape(-1),
+    )
+    return float(lower), float(upper), float(p_value.to(dtype))  # compute returns the p-value in the value's dtype
+
+
+def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
+    """The default ``PairedBootstrapMetric(base, B, seed=i)`` reused across sets (``reset()``, then ``seed = i``).
+
+    "ours" is the default, ``method="auto"`` (the percentile interval for a paired difference, Part 4b), and its
+    ``p_value`` (the inverted interval). "ours BCa" is the BCa interval of the same replicates (the engine also
+    computes the jackknife; ``_bca_from``) and its inverted p-value: what ``method="bca"`` returns.
+    On the first ``timing_sims`` sets a fresh default ``PairedBootstrapMetric(base, B, seed=i)`` is also built,
+    updated, computed and timed; its result is compared with the reused one's, and its values with the unwrapped
+    metric; a fresh ``method="bca"`` one is compared with the BCa bounds and p-value.
     """
     from lightning_ci import PairedBootstrapMetric
 
@@ -162,8 +218,12 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
     sims = t.shape[0]
     keys = ("value_a", "value_b", "difference", "lower", "upper", "std", "p_value")
     res = {k: np.full(sims, np.nan) for k in keys}
-    warned, times, max_diff, max_fresh = 0, [], 0.0, 0.0
-    pm = PairedBootstrapMetric(make(), num_bootstraps=b, method=METHOD_OURS, seed=0)
+    bca = {k: np.full(sims, np.nan) for k in ("lower", "upper", "p_value")}
+    warned, times, max_diff, max_fresh, max_bca = 0, [], 0.0, 0.0, 0.0
+    pm = PairedBootstrapMetric(make(), num_bootstraps=b, seed=0)  # the default: method=METHOD_OURS
+    assert pm.method_requested == METHOD_OURS
+    method = pm.method
+    captured = _capture_engine(pm)
     for i in range(sims):
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
@@ -171,6 +231,7 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
             pm.seed = i
             pm.update(pa[i], pb[i], t[i])
             out = pm.compute()
+            bca["lower"][i], bca["upper"][i], bca["p_value"][i] = _bca_from(pm, captured["out"])
         warned += bool(rec)
         for k in keys:
             res[k][i] = float(out[k])
@@ -178,11 +239,15 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t0 = time.process_time()
-                fresh = PairedBootstrapMetric(make(), num_bootstraps=b, method=METHOD_OURS, seed=i)
+                fresh = PairedBootstrapMetric(make(), num_bootstraps=b, seed=i)
                 fresh.update(pa[i], pb[i], t[i])
                 fout = fresh.compute()
                 times.append(time.process_time() - t0)
+                fresh_bca = PairedBootstrapMetric(make(), num_bootstraps=b, method="bca", seed=i)
+                fresh_bca.update(pa[i], pb[i], t[i])
+                bout = fresh_bca.compute()
             max_fresh = max([max_fresh] + [abs(float(fout[k]) - res[k][i]) for k in keys])
+            max_bca = max([max_bca] + [abs(float(bout[k]) - bca[k][i]) for k in bca])
             for k, p in (("value_a", pa[i]), ("value_b", pb[i])):  # the point values equal the unwrapped metric
                 ref = make()
                 ref.update(p, t[i])
@@ -190,15 +255,25 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
     lo, hi, p = res["lower"], res["upper"], res["p_value"]
     by_p = p < ALPHA
     by_ci = _excludes_zero(lo, hi)
+    bca_p = bca["p_value"] < ALPHA
+    bca_ci = _excludes_zero(bca["lower"], bca["upper"])
     return {
         "ours (p < 0.05)": {**_rate(by_p), "nan_p": int(np.isnan(p).sum())},
         "ours (interval excludes 0)": {**_rate(by_ci), **_interval_stats(lo, hi, truth)},
+        "ours BCa (p < 0.05)": {**_rate(bca_p), "nan_p": int(np.isnan(bca["p_value"]).sum())},
+        "ours BCa (interval excludes 0)": {
+            **_rate(bca_ci),
+            **_interval_stats(bca["lower"], bca["upper"], truth),
+        },
         "_ours_extra": {
+            "method": method,
             "decisions_disagree": int((by_p != by_ci).sum()),
+            "bca_decisions_disagree": int((bca_p != bca_ci).sum()),
             "warned_sims": warned,
             "median_time_ms": float(np.median(times) * 1e3) if times else None,
             "max_abs_value_diff_vs_unwrapped": max_diff,
             "max_abs_diff_vs_fresh": max_fresh,
+            "max_abs_bca_diff_vs_fresh": max_bca,
             "mean_difference": float(np.nanmean(res["difference"])),
             "mean_std": float(np.nanmean(res["std"])),
             "sd_difference": float(np.nanstd(res["difference"], ddof=1)) if sims > 1 else float("nan"),
@@ -317,6 +392,19 @@ def _save(path: Path, results: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _done(res: dict[str, Any], group: str, args: argparse.Namespace) -> bool:
+    """Whether a cached (cell, group) result is at the requested S and B (and, for "ours", of the default)."""
+    if res.get("sims") != args.sims or res.get("B") != args.num_bootstraps:
+        return False
+    return _is_default(res, group)
+
+
+def _is_default(res: dict[str, Any], group: str) -> bool:
+    """False for an "ours" result cached before the default moved to the percentile interval (BCa alone, no
+    "method" recorded: ``METHOD_OURS_BEFORE``); True for every other result."""
+    return group != "ours" or "method" in res.get("configs", {}).get("_ours_extra", {})
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,7 +415,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mine = results["cells"].setdefault(key, {k: v for k, v in cell.items() if k != "groups"})
             have = mine.setdefault("groups", {})
             for g, res in cell.get("groups", {}).items():
-                if res.get("sims", 0) >= have.get(g, {}).get("sims", 0):
+                mine_sims, mine_new = have.get(g, {}).get("sims", 0), _is_default(have.get(g, {}), g)
+                if (res.get("sims", 0), _is_default(res, g)) >= (mine_sims, mine_new):  # never back to BCa-only
                     have[g] = res
     groups_wanted = set() if args.report_only else set(args.groups)
     if "ours" in groups_wanted and not have_paired():
@@ -360,14 +449,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         cell.setdefault("groups", {})
-        todo = [
-            g
-            for g in groups
-            if g in groups_wanted
-            and not (
-                cell["groups"].get(g, {}).get("sims") == args.sims and cell["groups"][g].get("B") == args.num_bootstraps
-            )
-        ]
+        todo = [g for g in groups if g in groups_wanted and not _done(cell["groups"].get(g, {}), g, args)]
         if not todo:
             continue
         pa, pb, t = simulate(metric, li, di, n, args.sims)

@@ -23,6 +23,8 @@ from paired_sim import (
 TITLES = {"accuracy": "Binary accuracy", "macro_f1": "Macro-F1 (3 classes)", "auroc": "Binary AUROC"}
 OURS_P = "ours (p < 0.05)"
 OURS_CI = "ours (interval excludes 0)"
+OURS_BCA_P = "ours BCa (p < 0.05)"
+OURS_BCA_CI = "ours BCa (interval excludes 0)"
 COVERAGE_BAND = (0.935, 0.965)
 Z = 1.96
 
@@ -33,15 +35,29 @@ def type1_band(sims: int, alpha: float = 0.05) -> tuple[float, float]:
     return alpha - h, alpha + h
 
 
+def _legacy_ours(group: dict[str, Any]) -> bool:
+    """An "ours" result cached before the default moved to the percentile interval: BCa alone, under the ours
+    names, with no "method" recorded (``paired.METHOD_OURS_BEFORE``)."""
+    return "method" not in group.get("configs", {}).get("_ours_extra", {})
+
+
 def _configs(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cell's rows by name; a legacy BCa-only "ours" result is read as the "ours BCa" rows."""
     out: dict[str, dict[str, Any]] = {}
-    for g in cell.get("groups", {}).values():
-        out.update({k: v for k, v in g["configs"].items() if not k.startswith("_")})
+    for name, g in cell.get("groups", {}).items():
+        configs = {k: v for k, v in g["configs"].items() if not k.startswith("_")}
+        if name == "ours" and _legacy_ours(g):
+            configs = {{OURS_P: OURS_BCA_P, OURS_CI: OURS_BCA_CI}.get(k, k): v for k, v in configs.items()}
+        out.update(configs)
     return out
 
 
 def _extra(cell: dict[str, Any], group: str) -> dict[str, Any]:
-    return cell.get("groups", {}).get(group, {}).get("configs", {}).get(f"_{group}_extra", {})
+    """The group's diagnostics; none for a legacy BCa-only "ours" result (they describe BCa, not the default)."""
+    g = cell.get("groups", {}).get(group, {})
+    if group == "ours" and _legacy_ours(g):
+        return {}
+    return g.get("configs", {}).get(f"_{group}_extra", {})
 
 
 def _cells(results: dict[str, Any], **where: Any) -> list[dict[str, Any]]:
@@ -109,22 +125,27 @@ def type1_table(results: dict[str, Any], metric: str) -> str:
 
 
 def coverage_table(results: dict[str, Any], metric: str) -> str:
-    cells = [c for c in _cells(results, metric=metric) if OURS_CI in _configs(c)]
+    """Coverage of the default's interval ("ours") and, on the row below, of BCa's from the same replicates."""
+    cells = [c for c in _cells(results, metric=metric) if {OURS_CI, OURS_BCA_CI} & set(_configs(c))]
     sizes = sorted({c["n"] for c in cells})
     keys = sorted({(c["level_id"], c["delta_id"]) for c in cells})
     rows = [
-        "| agreement | true difference | " + " | ".join(f"n={n}" for n in sizes) + " |",
-        "|---|---|" + "---|" * len(sizes),
+        "| agreement | true difference | interval | " + " | ".join(f"n={n}" for n in sizes) + " |",
+        "|---|---|---|" + "---|" * len(sizes),
     ]
     for li, di in keys:
-        vals, c0 = [], None
-        for n in sizes:
-            c = next((c for c in cells if (c["level_id"], c["delta_id"], c["n"]) == (li, di, n)), None)
-            c0 = c0 or c
-            vals.append(_fmt_cov(_configs(c).get(OURS_CI)) if c else "–")
-        rows.append(
-            f"| {_level_label(metric, c0['level'])} | {c0['true_difference']:+.4f} | " + " | ".join(vals) + " |"
-        )
+        for name, label in ((OURS_CI, "ours (default, percentile)"), (OURS_BCA_CI, "ours BCa")):
+            vals, c0 = [], None
+            for n in sizes:
+                c = next((c for c in cells if (c["level_id"], c["delta_id"], c["n"]) == (li, di, n)), None)
+                c0 = c0 or c
+                vals.append(_fmt_cov(_configs(c).get(name)) if c else "–")
+            if any(v != "–" for v in vals):
+                rows.append(
+                    f"| {_level_label(metric, c0['level'])} | {c0['true_difference']:+.4f} | {label} | "
+                    + " | ".join(vals)
+                    + " |"
+                )
     return "\n".join(rows)
 
 
@@ -134,7 +155,7 @@ def power_names(cells: list[dict[str, Any]]) -> list[str]:
         for k in _configs(c):
             if k not in names:
                 names.append(k)
-    first = [OURS_P, OURS_CI]
+    first = [OURS_P, OURS_CI, OURS_BCA_P, OURS_BCA_CI]
     return [n for n in first if n in names] + [n for n in names if n not in first]
 
 
@@ -230,7 +251,23 @@ def checks_lines(results: dict[str, Any]) -> list[str]:
     sd = [v for v in sd if v is not None]
     st = [_extra(c, "scipy").get("median_time_ms") for c in cells]
     st = [v for v in st if v is not None]
+    fd = [_extra(c, "ours").get("max_abs_diff_vs_fresh") for c in cells]
+    fd = [v for v in fd if v is not None]
+    bd = [_extra(c, "ours").get("max_abs_bca_diff_vs_fresh") for c in cells]
+    bd = [v for v in bd if v is not None]
     lines = []
+    if fd:
+        lines.append(
+            "- Ours is one default `PairedBootstrapMetric` reused across sets (`reset()`, then `seed = i`); on the "
+            f"first sets of {len(fd)} cells a fresh `PairedBootstrapMetric(base, B, seed=i)` gives results within "
+            f"{max(fd):.3g} of it."
+        )
+    if bd:
+        lines.append(
+            "- Ours BCa (the BCa bounds and p-value of the default's replicates, the engine also computing the "
+            f'jackknife) against a fresh `PairedBootstrapMetric(base, B, method="bca", seed=i)` (first sets of '
+            f"{len(bd)} cells): largest |difference| {max(bd):.3g}."
+        )
     if vd:
         lines.append(
             f"- `value_a` / `value_b` against the unwrapped metric on each model (first sets of {len(vd)} cells): "
@@ -256,6 +293,8 @@ def checks_lines(results: dict[str, Any]) -> list[str]:
 STYLE = {
     OURS_P: ("C0", "-", "o"),
     OURS_CI: ("C0", ":", "s"),
+    OURS_BCA_P: ("C2", "-", "o"),
+    OURS_BCA_CI: ("C2", ":", "s"),
     "McNemar exact": ("C1", "--", "^"),
     "DeLong paired": ("C1", "--", "^"),
     "overlap rule (two marginal intervals)": ("C3", "--", "v"),
@@ -283,7 +322,7 @@ def plot_power(results: dict[str, Any], out: Path, metric: str) -> str | None:
             xs.append(c["true_difference"])
             ys.append(st["rate"])
             es.append(Z * st["mcse"])
-        colour, ls, marker = STYLE.get(name, ("C2", "--", "*"))
+        colour, ls, marker = STYLE.get(name, ("C6", "--", "*"))
         ax.errorbar(xs, ys, yerr=es, color=colour, ls=ls, marker=marker, ms=4, lw=1.2, capsize=2, label=name)
     sims = (
         min(_configs(c)[OURS_P]["sims"] for c in cells if OURS_P in _configs(c))
@@ -319,32 +358,34 @@ def findings(results: dict[str, Any], power: dict[str, Any] | None) -> list[str]
     runs = [(f"S = {results['meta']['sims']}", results)]
     if power:
         runs.append((f"power run, S = {power['meta']['sims']}", power))
+    tests = (("ours (the default, percentile)", OURS_P, OURS_CI), ("ours BCa", OURS_BCA_P, OURS_BCA_CI))
     for label, res in runs:
-        rates, outside = [], 0
-        for c in _cells(res, delta_id=0):
-            st = _configs(c).get(OURS_P)
-            if st is None:
-                continue
-            rates.append(st["rate"])
-            lo, hi = type1_band(st["sims"])
-            outside += not lo <= st["rate"] <= hi
-        if rates:
-            lines.append(
-                f"- Type-I error of ours ({label}): {_pct(min(rates))}–{_pct(max(rates))}% over {len(rates)} null "
-                f"cells, {outside} outside the Monte Carlo band."
-            )
-        covs = [
-            (_configs(c)[OURS_CI]["coverage"], _configs(c)[OURS_CI]["sims"])
-            for c in _cells(res)
-            if c["delta_id"] != 0 and OURS_CI in _configs(c)
-        ]
-        if covs:
-            bad = sum(not coverage_band(n)[0] <= v <= coverage_band(n)[1] for v, n in covs)
-            lines.append(
-                f"- Coverage of ours' interval at a nonzero true difference ({label}): "
-                f"{_pct(min(v for v, _ in covs))}–{_pct(max(v for v, _ in covs))}% over {len(covs)} cells, "
-                f"{bad} outside the band."
-            )
+        for who, p_name, ci_name in tests:
+            rates, outside = [], 0
+            for c in _cells(res, delta_id=0):
+                st = _configs(c).get(p_name)
+                if st is None:
+                    continue
+                rates.append(st["rate"])
+                lo, hi = type1_band(st["sims"])
+                outside += not lo <= st["rate"] <= hi
+            if rates:
+                lines.append(
+                    f"- Type-I error of {who} ({label}): {_pct(min(rates))}–{_pct(max(rates))}% over {len(rates)} "
+                    f"null cells, {outside} outside the Monte Carlo band."
+                )
+            covs = [
+                (_configs(c)[ci_name]["coverage"], _configs(c)[ci_name]["sims"])
+                for c in _cells(res)
+                if c["delta_id"] != 0 and ci_name in _configs(c)
+            ]
+            if covs:
+                bad = sum(not coverage_band(n)[0] <= v <= coverage_band(n)[1] for v, n in covs)
+                lines.append(
+                    f"- Coverage of the {who} interval at a nonzero true difference ({label}): "
+                    f"{_pct(min(v for v, _ in covs))}–{_pct(max(v for v, _ in covs))}% over {len(covs)} cells, "
+                    f"{bad} outside the band."
+                )
     presults = power or results
     for m in METRICS:
         cells = [c for c in power_cells(presults, m) if c["delta_id"] != 0 and OURS_P in _configs(c)]
@@ -371,14 +412,15 @@ def _coverage_row(cells: list[dict[str, Any]]) -> str:
 
 def not_run_lines(results: dict[str, Any], power: dict[str, Any] | None) -> list[str]:
     """Cells (and groups) of the full plan with no result at the full S, grouped by what is missing."""
-    from paired import POWER_N, SIZES, cell_key, plan
+    from paired import POWER_N, SIZES, _is_default, cell_key, plan
 
     sims = results["meta"]["sims"]
     missing: dict[str, list[str]] = {}
     for m, li, di, n, groups in plan(SIZES, POWER_N):
         cell = results["cells"].get(cell_key(m, li, di, n), {})
         for g in groups:
-            if cell.get("groups", {}).get(g, {}).get("sims") != sims:
+            res = cell.get("groups", {}).get(g, {})
+            if res.get("sims") != sims or not _is_default(res, g):  # a BCa-only "ours" is not the default's run
                 missing.setdefault(g, []).append(f"{m} {_level_label(m, LEVELS[m][li])} Δ={DELTAS[di]:g} n={n}")
     if not missing:
         return ["None: every planned cell ran on all S sets."]
@@ -412,7 +454,7 @@ def write_report(results: dict[str, Any], out: Path, power: dict[str, Any] | Non
         for c in r["cells"].values()
         for g in c["groups"].values()
     )
-    from paired import COVERAGE_DELTA_ID, POWER_LEVEL_ID, SCIPY_DELTA_IDS
+    from paired import COVERAGE_DELTA_ID, METHOD_OURS, METHOD_OURS_BEFORE, POWER_LEVEL_ID, SCIPY_DELTA_IDS
 
     md = [
         "## Paired comparisons: type-I error, coverage and power",
@@ -445,11 +487,16 @@ def write_report(results: dict[str, Any], out: Path, power: dict[str, Any] | Non
         f"- AUROC: prevalence {AUC_PREVALENCE}; scores μ·y + e with (e_A, e_B) bivariate standard normal of "
         f"correlation r ∈ {LEVELS['auroc']}, μ_B = {AUC_MU_B}; AUC = Φ(μ/√2), μ_A solved for the true difference.",
         "",
-        '**Tests.** *Ours*: `PairedBootstrapMetric(base, num_bootstraps=B, method="bca", seed=i)` (BCa, the '
-        "paired default when this part ran; Part 4b compares it with the percentile interval, the default since) "
-        'with every other argument at its default (`resampling="multinomial"`), base metrics `BinaryAccuracy()`, '
+        "**Tests.** *Ours*: the default `PairedBootstrapMetric(base, num_bootstraps=B, seed=i)` "
+        f'(`method="{METHOD_OURS}"`: the percentile interval for a paired difference since Part 4b; '
+        '`resampling="multinomial"`), base metrics `BinaryAccuracy()`, '
         '`MulticlassF1Score(num_classes=3, average="macro")`, `BinaryAUROC()`; it rejects when `p_value < 0.05` '
-        "(and, second row, when the 95% interval excludes 0). *McNemar exact*: two-sided binomial test of the "
+        "(the inverted interval; and, second row, when the 95% interval excludes 0). *Ours BCa*: the BCa interval "
+        f'of the same replicates and its inverted p-value, what `method="{METHOD_OURS_BEFORE}"` returns (the '
+        "paired default when this part first ran; the engine also computes the jackknife, which leaves the "
+        "replicates and the default's result unchanged, checked below). A cell cached before the default "
+        f'changed ran `method="{METHOD_OURS_BEFORE}"` alone: it shows the BCa rows only. '
+        "*McNemar exact*: two-sided binomial test of the "
         "discordant pairs. *DeLong paired*: DeLong et al. (1988) with Sun and Xu's O(n log n) midranks (checked "
         "against the direct O(n²) placement values in `tests/test_validation_paired_smoke.py`). *Overlap rule*: "
         "two marginal `BootstrapMetric` 95% intervals, one per model, rejecting when they are disjoint. *Unpaired "
@@ -511,7 +558,7 @@ def write_report(results: dict[str, Any], out: Path, power: dict[str, Any] | Non
     if power:
         outside += [f"{line} (power run, S = {psims})" for line in outside_lines(power) if "none:" not in line]
     md += ["### Findings", "", *findings(results, power), ""]
-    md += ["### Cells of ours outside their band", "", *outside, ""]
+    md += ["### Cells of ours (the default) outside their band", "", *outside, ""]
     md += ["### Cells not run yet", "", *not_run_lines(results, power), ""]
     md += ["### Checks", "", *checks_lines(results), *(checks_lines(power) if power else []), ""]
     md += [
