@@ -348,8 +348,9 @@ NOTES: dict[tuple[str, int, str, float], str] = {
     " the side of the skew; BCa on the same replicates covers 94.7%.",
     ("accuracy", 1000, "1-20", 2.0): "no specific cause found: misses are balanced (69 above, 62 below), the"
     " percentile interval on the same replicates covers 93.8% and Miller's SE 94.2%; the figure is 2.8 Monte Carlo"
-    " s.e. below 95% and 0.05 pt below the goal's edge, and among the 42 cluster-bootstrap figures of this study one"
-    " this far out is about a one-in-five event by chance alone (42 × P(|Z| > 2.8) ≈ 0.2).",
+    " s.e. below 95% and 0.05 pt below the goal's edge, and among the 62 cluster-bootstrap figures of this study"
+    " (31 cells, BCa and percentile) one this far out is about a one-in-three event by chance alone"
+    " (62 × P(|Z| > 2.8) ≈ 0.3).",
 }
 METRIC_TITLES = {"accuracy": "Binary accuracy", "macro_f1": "Macro-F1 (3 classes)", "auroc": "Binary AUROC"}
 
