@@ -45,7 +45,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -652,6 +652,23 @@ def plot(results: dict, out: Path, band: float) -> Optional[str]:
     return "boundary_coverage.png"
 
 
+def _config_names(results: dict, keys: list[str]) -> list[str]:
+    """The configurations of the cells ``keys``, in first-seen order."""
+    names: list[str] = []
+    for k in keys:
+        names += [nm for nm in results[k]["configs"] if nm not in names]
+    return names
+
+
+def _table_rows(results: dict, names: list[str], keys: list[str], cell: Callable[[dict, str], str]) -> list[str]:
+    """One Markdown row per configuration: ``cell(stats, key)`` per cell, empty where it did not run."""
+    rows = []
+    for nm in names:
+        row = [("" if (st := results[k]["configs"].get(nm)) is None else cell(st, k)) for k in keys]
+        rows.append(f"| {nm} | " + " | ".join(row) + " |")
+    return rows
+
+
 def write_report(results: dict, out: Path, command: str) -> None:
     dec = decide(results)
     band = dec["band"]
@@ -712,33 +729,22 @@ def write_report(results: dict, out: Path, command: str) -> None:
         keys.sort(key=lambda k: (results[k]["value"], results[k]["n"]))
         if not keys:
             continue
-        names = list(results[keys[0]]["configs"])
-        for k in keys:
-            names += [nm for nm in results[k]["configs"] if nm not in names]
+        names = _config_names(results, keys)
         head = [f"n={results[k]['n']}, {results[k]['value']:g}" for k in keys]
+
+        def coverage(st: dict, k: str) -> str:
+            if results[k]["value"] >= 1.0:
+                return f"zw {100 * st['zero_width']:.0f}%" + (f", NaN {100 * st['nan']:.0f}%" if st["nan"] else "")
+            return _fmt_cov(st, band) + (f" (S={st['sims']})" if st["sims"] != sims else "")
+
         lines += [f"### {title}: coverage (%)", "", "| method | " + " | ".join(head) + " |",
                   "|---" * (len(keys) + 1) + "|"]  # fmt: skip
-        for nm in names:
-            row = []
-            for k in keys:
-                st = results[k]["configs"].get(nm)
-                if st is None:
-                    row.append("")
-                elif results[k]["value"] >= 1.0:
-                    row.append(
-                        f"zw {100 * st['zero_width']:.0f}%" + (f", NaN {100 * st['nan']:.0f}%" if st["nan"] else "")
-                    )
-                else:
-                    row.append(_fmt_cov(st, band) + (f" (S={st['sims']})" if st["sims"] != sims else ""))
-            lines.append(f"| {nm} | " + " | ".join(row) + " |")
+        lines += _table_rows(results, names, keys, coverage)
         lines += ["", f"{title}: mean width / zero-width share (%)", "", "| method | " + " | ".join(head) + " |",
                   "|---" * (len(keys) + 1) + "|"]  # fmt: skip
-        for nm in names:
-            row = []
-            for k in keys:
-                st = results[k]["configs"].get(nm)
-                row.append("" if st is None else f"{st['mean_width']:.3f} / {100 * (st['zero_width'] + st['nan']):.0f}")
-            lines.append(f"| {nm} | " + " | ".join(row) + " |")
+        lines += _table_rows(
+            results, names, keys, lambda st, k: f"{st['mean_width']:.3f} / {100 * (st['zero_width'] + st['nan']):.0f}"
+        )
         lines.append("")
     mid = [k for k, c in results.items() if c["metric"] in ("accuracy_mid", "macro_f1_mid") or
            (c["metric"], c["n"], c["value"]) == ISSUE_CELL]  # fmt: skip
@@ -746,15 +752,8 @@ def write_report(results: dict, out: Path, command: str) -> None:
         lines += ["### The issue's cell (accuracy 0.97, n = 30) and Part 1's middle regime: coverage (%) / width", "",
                   "| method | " + " | ".join(f"{results[k]['metric']} n={results[k]['n']}" for k in mid) + " |",
                   "|---" * (len(mid) + 1) + "|"]  # fmt: skip
-        names = []
-        for k in mid:
-            names += [nm for nm in results[k]["configs"] if nm not in names]
-        for nm in names:
-            row = []
-            for k in mid:
-                st = results[k]["configs"].get(nm)
-                row.append("" if st is None else f"{_fmt_cov(st, band)} / {st['mean_width']:.3f}")
-            lines.append(f"| {nm} | " + " | ".join(row) + " |")
+        names = _config_names(results, mid)
+        lines += _table_rows(results, names, mid, lambda st, k: f"{_fmt_cov(st, band)} / {st['mean_width']:.3f}")
         lines.append("")
     lines += ["### The default", "",
               "**Rule** (written into the script before the full run; `decide`): candidates A (BCa, multinomial,"
