@@ -1064,7 +1064,7 @@ class ConfusionEngine(BootstrapEngine):
         if self.task != "multilabel":
             counts = self.counts[: self.num_cells]
             if self.grouped():
-                num_groups = torch.unique(dim_zero_cat(self.group_ids)).numel()
+                num_groups = group_index(dim_zero_cat(self.group_ids))[0]
                 counts = counts.double() * (num_groups / counts.sum().clamp(min=1).double())
             gen = self.generator(counts.device, stream=0)
             rows = max(1, min(b, _DRAW_ELEMENTS // self.num_cells))
