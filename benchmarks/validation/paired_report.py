@@ -243,18 +243,17 @@ def outside_lines(results: dict[str, Any]) -> list[str]:
 
 def checks_lines(results: dict[str, Any]) -> list[str]:
     cells = list(results["cells"].values())
-    vd = [_extra(c, "ours").get("max_abs_value_diff_vs_unwrapped") for c in cells]
-    vd = [v for v in vd if v is not None]
-    md = [_extra(c, "marginal").get("max_abs_diff_vs_fresh") for c in cells]
-    md = [v for v in md if v is not None]
-    sd = [_extra(c, "scipy").get("max_abs_diff_vs_plain") for c in cells]
-    sd = [v for v in sd if v is not None]
-    st = [_extra(c, "scipy").get("median_time_ms") for c in cells]
-    st = [v for v in st if v is not None]
-    fd = [_extra(c, "ours").get("max_abs_diff_vs_fresh") for c in cells]
-    fd = [v for v in fd if v is not None]
-    bd = [_extra(c, "ours").get("max_abs_bca_diff_vs_fresh") for c in cells]
-    bd = [v for v in bd if v is not None]
+
+    def recorded(group: str, key: str) -> list[Any]:
+        """The cells' recorded ``key`` of ``group``'s extras, where there is one."""
+        return [v for c in cells if (v := _extra(c, group).get(key)) is not None]
+
+    vd = recorded("ours", "max_abs_value_diff_vs_unwrapped")
+    md = recorded("marginal", "max_abs_diff_vs_fresh")
+    sd = recorded("scipy", "max_abs_diff_vs_plain")
+    st = recorded("scipy", "median_time_ms")
+    fd = recorded("ours", "max_abs_diff_vs_fresh")
+    bd = recorded("ours", "max_abs_bca_diff_vs_fresh")
     lines = []
     if fd:
         lines.append(
