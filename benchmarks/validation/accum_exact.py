@@ -142,8 +142,14 @@ def floor_fit(
 
 
 def lightning_fit(
-    module: LightningModule, loader: DataLoader, epochs: int, callbacks: list, accumulate_grad_batches: int = 1
-) -> None:
+    module: LightningModule,
+    loader: DataLoader,
+    epochs: int,
+    callbacks: list,
+    accumulate_grad_batches: int = 1,
+    **trainer_kwargs: Any,
+) -> Trainer:
+    """Fit ``module`` on CPU in float64 with nothing but the given callbacks (no logger, checkpoints, bars)."""
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -156,10 +162,12 @@ def lightning_fit(
         callbacks=callbacks,
         accumulate_grad_batches=accumulate_grad_batches,
         num_sanity_val_steps=0,
+        **trainer_kwargs,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "does not have many workers", "fewer batches than its factor", ...
         trainer.fit(module, loader)
+    return trainer
 
 
 def max_abs_diff(a: nn.Module, b: nn.Module) -> float:

@@ -16,11 +16,11 @@ read from the optimizer.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 import torch
+from accum_exact import lightning_fit
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from torch import Tensor, nn
@@ -104,23 +104,8 @@ def _fit(case: StepCase, callbacks: list, size: Callable[[Trainer], int], k: int
     x = torch.randn(case.n, 3, generator=g, dtype=torch.float64)
     y = (x @ torch.tensor([1.5, -2.0, 0.5], dtype=torch.float64)).unsqueeze(1)
     module = LinearDecayModule(size)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision="64-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=case.epochs,
-        callbacks=callbacks,
-        accumulate_grad_batches=k,
-        num_sanity_val_steps=0,
-        **case.trainer_kwargs,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=4))
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    trainer = lightning_fit(module, loader, case.epochs, callbacks, k, **case.trainer_kwargs)
     return trainer, module
 
 
