@@ -71,6 +71,9 @@ POWER_RESULTS = "paired_power_results.json"  # the power cells run on fewer sets
 # paired default when this part first ran) and are read as "ours BCa" by paired_report.py.
 METHOD_OURS = "auto"
 METHOD_OURS_BEFORE = "bca"
+# computed from the same replicates as the default on every set (Part 4d): row names in the report
+OTHER_METHODS = ("percentile", "normal", "bca")
+OTHER_NAMES = {"percentile": "ours percentile", "normal": "ours normal", "bca": "ours BCa"}
 
 
 def cell_key(metric: str, level_id: int, delta_id: int, n: int) -> str:
@@ -176,8 +179,8 @@ def _capture_engine(pm: Any) -> dict[str, Any]:
     return captured
 
 
-def _bca_from(pm: Any, out: Any) -> tuple[float, float, float]:
-    """``(lower, upper, p_value)`` of BCa for the engine output ``out``, as ``compute`` makes them for ``"bca"``."""
+def _method_from(pm: Any, out: Any, method: str) -> tuple[float, float, float]:
+    """``(lower, upper, p_value)`` of ``method`` for the engine output ``out``, as ``compute`` makes them."""
     from lightning_ci.bootstrap._engine import EngineOutput
     from lightning_ci.bootstrap.paired import interval_p_value
 
@@ -191,11 +194,11 @@ def _bca_from(pm: Any, out: Any) -> tuple[float, float, float]:
     jack = jack[:, 0] - jack[:, 1]
     weights = out.jackknife_weights
     diff_out = EngineOutput(value=diff, replicates=diff_reps, jackknife=jack, jackknife_weights=weights)
-    lower, upper = pm._interval(diff_out, "bca")
+    lower, upper = pm._interval(diff_out, method)
     p_value = interval_p_value(
         diff_reps,
         diff,
-        method="bca",
+        method=method,
         jackknife=jack,
         jackknife_weights=None if weights is None else weights.reshape(-1),
     )
@@ -205,9 +208,10 @@ def _bca_from(pm: Any, out: Any) -> tuple[float, float, float]:
 def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
     """The default ``PairedBootstrapMetric(base, B, seed=i)`` reused across sets (``reset()``, then ``seed = i``).
 
-    "ours" is the default, ``method="auto"`` (the percentile interval for a paired difference, Part 4b), and its
-    ``p_value`` (the inverted interval). "ours BCa" is the BCa interval of the same replicates (the engine also
-    computes the jackknife; ``_bca_from``) and its inverted p-value: what ``method="bca"`` returns.
+    "ours" is the default, ``method="auto"`` (what it resolves to is recorded in ``_ours_extra["method"]``), and
+    its ``p_value`` (the inverted interval). "ours <m>" for each m in ``OTHER_METHODS`` is the
+    interval of method m computed from the *same* replicates (the engine also computes the jackknife;
+    ``_method_from``) and its inverted p-value: what ``method=m`` returns with the same seed.
     On the first ``timing_sims`` sets a fresh default ``PairedBootstrapMetric(base, B, seed=i)`` is also built,
     updated, computed and timed; its result is compared with the reused one's, and its values with the unwrapped
     metric; a fresh ``method="bca"`` one is compared with the BCa bounds and p-value.
@@ -218,7 +222,7 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
     sims = t.shape[0]
     keys = ("value_a", "value_b", "difference", "lower", "upper", "std", "p_value")
     res = {k: np.full(sims, np.nan) for k in keys}
-    bca = {k: np.full(sims, np.nan) for k in ("lower", "upper", "p_value")}
+    other = {m: {k: np.full(sims, np.nan) for k in ("lower", "upper", "p_value")} for m in OTHER_METHODS}
     warned, times, max_diff, max_fresh, max_bca = 0, [], 0.0, 0.0, 0.0
     pm = PairedBootstrapMetric(make(), num_bootstraps=b, seed=0)  # the default: method=METHOD_OURS
     assert pm.method_requested == METHOD_OURS
@@ -231,7 +235,8 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
             pm.seed = i
             pm.update(pa[i], pb[i], t[i])
             out = pm.compute()
-            bca["lower"][i], bca["upper"][i], bca["p_value"][i] = _bca_from(pm, captured["out"])
+            for m, store in other.items():
+                store["lower"][i], store["upper"][i], store["p_value"][i] = _method_from(pm, captured["out"], m)
         warned += bool(rec)
         for k in keys:
             res[k][i] = float(out[k])
@@ -247,7 +252,7 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
                 fresh_bca.update(pa[i], pb[i], t[i])
                 bout = fresh_bca.compute()
             max_fresh = max([max_fresh] + [abs(float(fout[k]) - res[k][i]) for k in keys])
-            max_bca = max([max_bca] + [abs(float(bout[k]) - bca[k][i]) for k in bca])
+            max_bca = max([max_bca] + [abs(float(bout[k]) - other["bca"][k][i]) for k in other["bca"]])
             for k, p in (("value_a", pa[i]), ("value_b", pb[i])):  # the point values equal the unwrapped metric
                 ref = make()
                 ref.update(p, t[i])
@@ -255,20 +260,25 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
     lo, hi, p = res["lower"], res["upper"], res["p_value"]
     by_p = p < ALPHA
     by_ci = _excludes_zero(lo, hi)
-    bca_p = bca["p_value"] < ALPHA
-    bca_ci = _excludes_zero(bca["lower"], bca["upper"])
-    return {
+    configs: dict[str, Any] = {
         "ours (p < 0.05)": {**_rate(by_p), "nan_p": int(np.isnan(p).sum())},
         "ours (interval excludes 0)": {**_rate(by_ci), **_interval_stats(lo, hi, truth)},
-        "ours BCa (p < 0.05)": {**_rate(bca_p), "nan_p": int(np.isnan(bca["p_value"]).sum())},
-        "ours BCa (interval excludes 0)": {
-            **_rate(bca_ci),
-            **_interval_stats(bca["lower"], bca["upper"], truth),
-        },
+    }
+    disagree = {}
+    for m, store in other.items():
+        name = OTHER_NAMES[m]
+        m_p, m_ci = store["p_value"] < ALPHA, _excludes_zero(store["lower"], store["upper"])
+        configs[f"{name} (p < 0.05)"] = {**_rate(m_p), "nan_p": int(np.isnan(store["p_value"]).sum())}
+        configs[f"{name} (interval excludes 0)"] = {**_rate(m_ci), **_interval_stats(store["lower"], store["upper"], truth)}
+        disagree[m] = int((m_p != m_ci).sum())
+    return {
+        **configs,
         "_ours_extra": {
             "method": method,
+            "methods": list(OTHER_METHODS),
             "decisions_disagree": int((by_p != by_ci).sum()),
-            "bca_decisions_disagree": int((bca_p != bca_ci).sum()),
+            "bca_decisions_disagree": disagree["bca"],
+            "other_decisions_disagree": disagree,
             "warned_sims": warned,
             "median_time_ms": float(np.median(times) * 1e3) if times else None,
             "max_abs_value_diff_vs_unwrapped": max_diff,
@@ -402,7 +412,7 @@ def _done(res: dict[str, Any], group: str, args: argparse.Namespace) -> bool:
 def _is_default(res: dict[str, Any], group: str) -> bool:
     """False for an "ours" result cached before the default moved to the percentile interval (BCa alone, no
     "method" recorded: ``METHOD_OURS_BEFORE``); True for every other result."""
-    return group != "ours" or "method" in res.get("configs", {}).get("_ours_extra", {})
+    return group != "ours" or "methods" in res.get("configs", {}).get("_ours_extra", {})
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
