@@ -153,6 +153,10 @@ def test_paired_study_smoke(tmp_path):
             "ours (interval excludes 0)",
             "ours BCa (p < 0.05)",
             "ours BCa (interval excludes 0)",
+            "ours percentile (p < 0.05)",
+            "ours percentile (interval excludes 0)",
+            "ours normal (p < 0.05)",
+            "ours normal (interval excludes 0)",
             "overlap rule (two marginal intervals)",
             "unpaired z (bootstrap s.e.)",
         }
@@ -164,7 +168,10 @@ def test_paired_study_smoke(tmp_path):
         tol = 4 * float(np.finfo(np.float32).eps) if cell["metric"] == "auroc" else 0.0
         assert extra["max_abs_value_diff_vs_unwrapped"] <= tol
         assert extra["max_abs_diff_vs_fresh"] == 0.0  # reset() + seed = i gives what a fresh (seed=i) gives
-        assert extra["method"] == "percentile"  # "ours" is the default, method="auto"
+        assert extra["method"] == "normal"  # "ours" is the default, method="auto" (Part 4d)
+        # the same replicates give the default and the "ours normal" rows: identical decisions and coverage
+        for suffix in (" (p < 0.05)", " (interval excludes 0)"):
+            assert configs["ours" + suffix] == configs["ours normal" + suffix]
         # the BCa of the default's replicates (jackknife added to its engine) is what a fresh method="bca" gives
         assert extra["max_abs_bca_diff_vs_fresh"] == 0.0
         assert cell["groups"]["marginal"]["configs"]["_marginal_extra"]["max_abs_diff_vs_fresh"] == 0.0
@@ -173,6 +180,11 @@ def test_paired_study_smoke(tmp_path):
     assert md.startswith("## Paired comparisons") and "Type-I error" in md and "Power against" in md
     for m in sim.METRICS:
         assert (tmp_path / f"paired_power_{m}.png").stat().st_size > 0
+    # Part 4d's decision script reads these cells; with 6 of the 54 cells it reports the decision as pending
+    normal = load_script(VALIDATION / "paired_normal.py", "lightning_ci_validation_paired_normal")
+    verdict = normal.main(["--out", str(tmp_path)])
+    assert verdict["null_cells"] == 3 and verdict["alt_cells"] == 3 and not verdict["adopt_normal"]
+    assert "pending" in (tmp_path / "paired_normal.md").read_text()
     # resumable: a second run with the same arguments recomputes nothing
     before = (tmp_path / "paired_results.json").read_text()
     paired.main([*argv, "--no-report"])

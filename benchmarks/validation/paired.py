@@ -269,7 +269,10 @@ def group_ours(metric, pa, pb, t, truth, b, timing_sims) -> dict[str, Any]:
         name = OTHER_NAMES[m]
         m_p, m_ci = store["p_value"] < ALPHA, _excludes_zero(store["lower"], store["upper"])
         configs[f"{name} (p < 0.05)"] = {**_rate(m_p), "nan_p": int(np.isnan(store["p_value"]).sum())}
-        configs[f"{name} (interval excludes 0)"] = {**_rate(m_ci), **_interval_stats(store["lower"], store["upper"], truth)}
+        configs[f"{name} (interval excludes 0)"] = {
+            **_rate(m_ci),
+            **_interval_stats(store["lower"], store["upper"], truth),
+        }
         disagree[m] = int((m_p != m_ci).sum())
     return {
         **configs,

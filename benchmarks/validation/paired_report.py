@@ -25,6 +25,8 @@ OURS_P = "ours (p < 0.05)"
 OURS_CI = "ours (interval excludes 0)"
 OURS_BCA_P = "ours BCa (p < 0.05)"
 OURS_BCA_CI = "ours BCa (interval excludes 0)"
+OURS_PCT_P = "ours percentile (p < 0.05)"
+OURS_PCT_CI = "ours percentile (interval excludes 0)"
 COVERAGE_BAND = (0.935, 0.965)
 Z = 1.96
 
@@ -48,8 +50,23 @@ def _configs(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
         configs = {k: v for k, v in g["configs"].items() if not k.startswith("_")}
         if name == "ours" and _legacy_ours(g):
             configs = {{OURS_P: OURS_BCA_P, OURS_CI: OURS_BCA_CI}.get(k, k): v for k, v in configs.items()}
+        elif name == "ours":  # the rows of the method the default resolved to repeat the default's: drop them
+            from paired import OTHER_NAMES
+
+            same = OTHER_NAMES.get(g["configs"]["_ours_extra"]["method"], "")
+            configs = {k: v for k, v in configs.items() if not k.startswith(same + " (")}
         out.update(configs)
     return out
+
+
+def default_method(results: dict[str, Any]) -> str:
+    """The interval ``method="auto"`` resolved to in the cached "ours" results (the most common one)."""
+    seen = [
+        c["groups"]["ours"]["configs"]["_ours_extra"]["method"]
+        for c in results["cells"].values()
+        if "ours" in c.get("groups", {}) and not _legacy_ours(c["groups"]["ours"])
+    ]
+    return max(set(seen), key=seen.count) if seen else "percentile"
 
 
 def _extra(cell: dict[str, Any], group: str) -> dict[str, Any]:
@@ -134,7 +151,9 @@ def coverage_table(results: dict[str, Any], metric: str) -> str:
         "|---|---|---|" + "---|" * len(sizes),
     ]
     for li, di in keys:
-        for name, label in ((OURS_CI, "ours (default, percentile)"), (OURS_BCA_CI, "ours BCa")):
+        rows_ci = ((OURS_CI, f"ours (default, {default_method(results)})"), (OURS_PCT_CI, "ours percentile"),
+                   (OURS_BCA_CI, "ours BCa"))  # fmt: skip
+        for name, label in rows_ci:
             vals, c0 = [], None
             for n in sizes:
                 c = next((c for c in cells if (c["level_id"], c["delta_id"], c["n"]) == (li, di, n)), None)
@@ -155,8 +174,9 @@ def power_names(cells: list[dict[str, Any]]) -> list[str]:
         for k in _configs(c):
             if k not in names:
                 names.append(k)
-    first = [OURS_P, OURS_CI, OURS_BCA_P, OURS_BCA_CI]
-    return [n for n in first if n in names] + [n for n in names if n not in first]
+    first = [OURS_P, OURS_CI, OURS_PCT_P, OURS_BCA_P, OURS_BCA_CI]
+    # the percentile interval's "excludes 0" row repeats its p-value row (the p-value is the inverted interval)
+    return [n for n in first if n in names] + [n for n in names if n not in first and n != OURS_PCT_CI]
 
 
 def power_cells(results: dict[str, Any], metric: str) -> list[dict[str, Any]]:
@@ -357,7 +377,11 @@ def findings(results: dict[str, Any], power: dict[str, Any] | None) -> list[str]
     runs = [(f"S = {results['meta']['sims']}", results)]
     if power:
         runs.append((f"power run, S = {power['meta']['sims']}", power))
-    tests = (("ours (the default, percentile)", OURS_P, OURS_CI), ("ours BCa", OURS_BCA_P, OURS_BCA_CI))
+    tests = (
+        (f"ours (the default, {default_method(results)})", OURS_P, OURS_CI),
+        ("ours percentile", OURS_PCT_P, OURS_PCT_CI),
+        ("ours BCa", OURS_BCA_P, OURS_BCA_CI),
+    )
     for label, res in runs:
         for who, p_name, ci_name in tests:
             rates, outside = [], 0
@@ -487,10 +511,12 @@ def write_report(results: dict[str, Any], out: Path, power: dict[str, Any] | Non
         f"correlation r ∈ {LEVELS['auroc']}, μ_B = {AUC_MU_B}; AUC = Φ(μ/√2), μ_A solved for the true difference.",
         "",
         "**Tests.** *Ours*: the default `PairedBootstrapMetric(base, num_bootstraps=B, seed=i)` "
-        f'(`method="{METHOD_OURS}"`: the percentile interval for a paired difference since Part 4b; '
+        f'(`method="{METHOD_OURS}"`: the {default_method(results)} interval for a paired difference since Part 4d; '
         '`resampling="multinomial"`), base metrics `BinaryAccuracy()`, '
         '`MulticlassF1Score(num_classes=3, average="macro")`, `BinaryAUROC()`; it rejects when `p_value < 0.05` '
-        "(the inverted interval; and, second row, when the 95% interval excludes 0). *Ours BCa*: the BCa interval "
+        "(the inverted interval; and, second row, when the 95% interval excludes 0). *Ours percentile*: the "
+        "percentile interval of the same replicates and its inverted p-value (the paired default from Part 4b "
+        'to Part 4d; what `method="percentile"` returns with the same seed). *Ours BCa*: the BCa interval '
         f'of the same replicates and its inverted p-value, what `method="{METHOD_OURS_BEFORE}"` returns (the '
         "paired default when this part first ran; the engine also computes the jackknife, which leaves the "
         "replicates and the default's result unchanged, checked below). A cell cached before the default "

@@ -233,12 +233,14 @@ class PairedBootstrapMetric(BootstrapMetric):
     - ``"difference"``: ``value_a - value_b``;
     - ``"lower"``, ``"upper"``: the interval for the difference at ``confidence_level`` (same methods and
       degenerate-case handling as :class:`BootstrapMetric`; clipped to the range of a difference of the
-      metric, e.g. ``[-1, 1]`` for accuracy). ``method="auto"`` is the percentile interval here, not BCa: the
-      bootstrap distribution of a difference is discrete and lumpy when few examples are classified
-      differently by the two models, and there BCa's jackknife acceleration made the test reject a true null
-      up to 10% of the time at ``alpha = 0.05`` (accuracy with 5 discordant pairs, macro-F1 at n = 100),
-      while the percentile interval rejected 4.5% and 7.1% there and was nearer 5% in 7 of 9 such cells; it
-      still strays from 5% for macro-F1 at n = 100 (``docs/validation.md``, Parts 4 and 4b);
+      metric, e.g. ``[-1, 1]`` for accuracy). ``method="auto"`` is the normal interval here,
+      ``difference ± z·std``, not BCa or the percentile interval (the Bayesian bootstrap keeps the percentile
+      interval). When few examples are classified differently by the two models, the bootstrap distribution
+      of the difference is discrete and lumpy, and both intervals that follow its shape were too liberal on a
+      true null at ``alpha = 0.05``: BCa up to 10% (accuracy with 5 discordant pairs, macro-F1 at n = 100), the
+      percentile interval up to 7% (macro-F1 at n = 100). The sampling distribution of a difference between two
+      models is close to symmetric about its centre, and the symmetric normal interval held the level on the
+      same simulated sets (``docs/validation.md``, Parts 4, 4b and 4d);
     - ``"std"``: the bootstrap standard error of the difference;
     - ``"p_value"``: two-sided, for the null of no difference.
 
@@ -249,10 +251,10 @@ class PairedBootstrapMetric(BootstrapMetric):
     observed one)? The shifted test assumes the bootstrap distribution of the difference has the same shape
     under the null as around the estimate, which the BCa interval explicitly does not assume (it corrects bias
     and skew); inverting the interval is defined for every method and resampling mode, and cannot contradict
-    the interval printed next to it. For the percentile method it is
-    twice the smaller tail fraction of replicates beyond 0 (with linear interpolation, as the quantiles).
-    When no replicate lies beyond 0 the p-value is 0: read it as ``p < 1/B``. Identical predictions give a
-    degenerate (point) interval at 0 and ``p = 1``, with a warning.
+    the interval printed next to it. For the default (normal) interval it is ``2·Φ(-|difference| / std)``; for
+    the percentile method it is twice the smaller tail fraction of replicates beyond 0 (with linear
+    interpolation, as the quantiles), and 0 when no replicate lies beyond 0: read that as ``p < 1/B``.
+    Identical predictions give a degenerate (point) interval at 0 and ``p = 1``, with a warning.
 
     The engines (chosen automatically, vectorised over replicates):
 
@@ -271,8 +273,8 @@ class PairedBootstrapMetric(BootstrapMetric):
             modified.
         num_bootstraps: number of bootstrap replicates ``B`` (an integer of at least 2).
         confidence_level: nominal level of the two-sided interval of the difference, in ``(0, 1)``.
-        method: ``"auto"`` (default: ``"percentile"``, see above), ``"percentile"``, ``"basic"``, ``"normal"``
-            or ``"bca"``.
+        method: ``"auto"`` (default: ``"normal"``, or ``"percentile"`` with ``resampling="bayesian"``; see
+            above), ``"percentile"``, ``"basic"``, ``"normal"`` or ``"bca"``.
         resampling: ``"multinomial"``, ``"poisson"`` or ``"bayesian"`` (as :class:`BootstrapMetric`).
         seed: fixes the result; ``None`` draws one with :mod:`secrets` (the global torch RNG is never used).
         kwargs: torchmetrics ``Metric`` keyword arguments, passed on to the replicate engine.
