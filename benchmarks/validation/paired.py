@@ -14,11 +14,12 @@ Writes ``<out>/paired_results.json``, ``<out>/paired.md`` (a fragment of ``docs/
 Two models are scored on the same simulated validation sets (``paired_sim.py``: accuracy, 3-class macro-F1,
 binormal AUROC, with three agreement levels each and an analytically known true difference). On every set:
 
-- ``ours``: the default ``PairedBootstrapMetric(base, num_bootstraps=B, seed=i)`` (``method="auto"``: the percentile
-  interval for a paired difference since Part 4b, ``paired_method.py``; ``resampling="multinomial"``) on set i; it
+- ``ours``: the default ``PairedBootstrapMetric(base, num_bootstraps=B, seed=i)`` (``method="auto"``: the normal
+  interval for a paired difference since Part 4d, ``paired_normal.py``; ``resampling="multinomial"``) on set i; it
   rejects "no difference" when ``p_value < 0.05`` (the inverted interval; and, as a second rule, when its 95%
-  interval excludes 0); its interval covers when it contains the true difference. ``ours BCa``: the BCa interval
-  of the same replicates and its inverted p-value (what ``method="bca"`` returns; checked against a fresh one).
+  interval excludes 0); its interval covers when it contains the true difference. ``ours percentile``,
+  ``ours normal`` and ``ours BCa``: the interval of that method from the same replicates and its inverted p-value
+  (what ``method=...`` returns with the same seed; BCa checked against a fresh one).
   Cells cached before this change ran ``method="bca"`` alone under the ``ours`` names (``METHOD_OURS_BEFORE``);
   ``paired_report.py`` reads those as ``ours BCa``.
 - ``closed``: McNemar's exact test (accuracy), DeLong's paired test (AUROC), and the unpaired z-test from each
@@ -65,8 +66,8 @@ GROUPS = ("ours", "closed", "marginal", "scipy")
 POWER_RESULTS = "paired_power_results.json"  # the power cells run on fewer sets (see the report)
 
 
-# the interval of "ours": the default, `method="auto"` (no method argument is passed), which is the percentile
-# interval for a paired difference since Part 4b (paired_method.py); its cached cells say so in
+# the interval of "ours": the default, `method="auto"` (no method argument is passed), which is the normal
+# interval for a paired difference since Part 4d (paired_normal.py); its cached cells say so in
 # `_ours_extra["method"]`. Cells cached without that key were run with `method=METHOD_OURS_BEFORE` (BCa, the
 # paired default when this part first ran) and are read as "ours BCa" by paired_report.py.
 METHOD_OURS = "auto"
@@ -413,8 +414,8 @@ def _done(res: dict[str, Any], group: str, args: argparse.Namespace) -> bool:
 
 
 def _is_default(res: dict[str, Any], group: str) -> bool:
-    """False for an "ours" result cached before the default moved to the percentile interval (BCa alone, no
-    "method" recorded: ``METHOD_OURS_BEFORE``); True for every other result."""
+    """False for an "ours" result cached before Part 4d (without the per-method rows of the same replicates,
+    ``_ours_extra["methods"]``), which is recomputed; True for every other result."""
     return group != "ours" or "methods" in res.get("configs", {}).get("_ours_extra", {})
 
 
