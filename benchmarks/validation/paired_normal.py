@@ -54,6 +54,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from paired_pvalue import floor_cell
+from paired_report import type1_band
 from paired_sim import LEVEL_NAMES, LEVELS, simulate
 
 CANDIDATES = ("ours percentile", "ours normal")
@@ -62,8 +64,9 @@ COVERAGE_BAND = (0.935, 0.965)
 
 
 def bands(sims: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(pointwise band, family-wise band) of a 5% rejection rate at S = ``sims``."""
     s = math.sqrt(0.05 * 0.95 / sims)
-    return (0.05 - 1.96 * s, 0.05 + 1.96 * s), (0.05 - FAMILY_Z * s, 0.05 + FAMILY_Z * s)
+    return type1_band(sims), (0.05 - FAMILY_Z * s, 0.05 + FAMILY_Z * s)
 
 
 def few_discordant_fraction(metric: str, level_id: int, n: int, sims: int) -> float:
@@ -95,14 +98,9 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def is_floor(row: dict[str, Any], rate: float, lo: float) -> bool:
-    """A null cell where ``rate`` is below the band and so is every conditionally exact test (module docstring)."""
-    if rate >= lo:
-        return False
-    if row["metric"] == "accuracy":
-        return row.get("mcnemar", 1.0) < lo
-    if row["metric"] == "macro_f1":
-        return 0.05 * (1 - row["few_discordant"]) < lo
-    return False
+    """A null cell where ``rate`` is below the band and so is every conditionally exact test (module docstring);
+    AUROC has no discordant-example floor (its k_floor is 0)."""
+    return floor_cell(row["metric"], rate, lo, row.get("mcnemar", 1.0), row.get("few_discordant", 0.0))
 
 
 def decide(table: list[dict[str, Any]]) -> dict[str, Any]:

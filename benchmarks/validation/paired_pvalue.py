@@ -404,6 +404,15 @@ def describe(cell: tuple) -> str:
     return f"{LEVEL_NAMES[metric]} = {LEVELS[metric][level]}"
 
 
+def floor_cell(metric: str, rate: float, lo: float, mcnemar: float, k_floor: float) -> bool:
+    """A null cell where ``rate`` is below the band's low end ``lo`` and so is every conditionally exact test:
+    McNemar's exact test (rate ``mcnemar``) for accuracy; for other metrics 0.05 (1 - ``k_floor``), where
+    ``k_floor`` is the fraction of sets with at most 5 discordant examples (no exact permutation test rejects)."""
+    if rate >= lo:
+        return False
+    return mcnemar < lo if metric == "accuracy" else 0.05 * (1 - k_floor) < lo
+
+
 def decide(results: dict, sims: int) -> tuple[str, list[str]]:
     band = 1.96 * math.sqrt(0.05 * 0.95 / sims)
     lo, hi = 0.05 - band, 0.05 + band
@@ -422,9 +431,7 @@ def decide(results: dict, sims: int) -> tuple[str, list[str]]:
                     notes.append(f"{cand}: adversarial {key(cell)} at {100 * x:.2f}% (interval {100 * a:.2f}%)")
                 continue
             if not lo <= a <= hi:
-                floor = x < lo and (
-                    r.get("mcnemar", 1.0) < lo if cell[1] == "accuracy" else 0.05 * (1 - r.get("k_floor", 0)) < lo
-                )
+                floor = floor_cell(cell[1], x, lo, r.get("mcnemar", 1.0), r.get("k_floor", 0.0))
                 if not inside and not floor:
                     ok = False
                     notes.append(f"{cand}: failing cell {key(cell)} still at {100 * x:.2f}%")

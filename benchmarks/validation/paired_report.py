@@ -150,9 +150,9 @@ def coverage_table(results: dict[str, Any], metric: str) -> str:
         "| agreement | true difference | interval | " + " | ".join(f"n={n}" for n in sizes) + " |",
         "|---|---|---|" + "---|" * len(sizes),
     ]
+    rows_ci = ((OURS_CI, f"ours (default, {default_method(results)})"), (OURS_PCT_CI, "ours percentile"),
+               (OURS_BCA_CI, "ours BCa"))  # fmt: skip
     for li, di in keys:
-        rows_ci = ((OURS_CI, f"ours (default, {default_method(results)})"), (OURS_PCT_CI, "ours percentile"),
-                   (OURS_BCA_CI, "ours BCa"))  # fmt: skip
         for name, label in rows_ci:
             vals, c0 = [], None
             for n in sizes:
